@@ -69,6 +69,17 @@ class Host(Protocol):
 
     def report_fatal(self, error: BaseException) -> None: ...
 
+    def register_alert_source(self, source: Callable[[], list[dict]]) -> None:
+        """Add a callable returning alert dicts, served at health_check `/alerts`."""
+        ...
+
+    def alerts(self) -> list[dict]: ...
+
+    @property
+    def ready(self) -> bool:
+        """True once every pipeline has started and until shutdown begins."""
+        ...
+
 
 class Component:
     """Base for all components: no-op lifecycle hooks to override."""

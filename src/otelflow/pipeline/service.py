@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -40,6 +40,7 @@ class Service:
         self._overrides = dict(exporter_overrides or {})
         self._state = "built"
         self._fatal: asyncio.Future | None = None
+        self._alert_sources: list[Callable[[], list[dict]]] = []
         self._build()
 
     # -- Host ---------------------------------------------------------------------------
@@ -56,6 +57,14 @@ class Service:
         self.log.error("component reported a fatal error", error=str(error))
         if self._fatal is not None and not self._fatal.done():
             self._fatal.set_result(error)
+
+    def register_alert_source(self, source: Callable[[], list[dict]]) -> None:
+        """Components that raise alerts (drift) register their alert log here."""
+        self._alert_sources.append(source)
+
+    def alerts(self) -> list[dict]:
+        """Every registered alert log, newest last (served as JSON at health_check `/alerts`)."""
+        return [alert for source in self._alert_sources for alert in source()]
 
     @property
     def state(self) -> str:
