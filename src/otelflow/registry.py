@@ -24,8 +24,13 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "file": "otelflow.exporters.file",
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
+        "otlp_http": "otelflow.exporters.otlphttp",
+        "otlphttp": "otelflow.exporters.otlphttp",
     },
-    Kind.EXTENSION: {},
+    Kind.EXTENSION: {
+        "bearertokenauth": "otelflow.extensions.bearertokenauth",
+        "health_check": "otelflow.extensions.health_check",
+    },
 }
 
 ENTRY_POINT_GROUP = "otelflow.components"
