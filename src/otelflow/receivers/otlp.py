@@ -82,6 +82,14 @@ class Protocols(ConfigModel):
     grpc: GrpcSettings | None = None
     http: HttpSettings | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_defaults(cls, data):
+        """`http:` with no value enables the protocol with its defaults, as in the Go collector."""
+        if isinstance(data, dict):
+            return {k: ({} if v is None and k in cls.model_fields else v) for k, v in data.items()}
+        return data
+
 
 class OTLPReceiverConfig(ConfigModel):
     protocols: Protocols = Field(default_factory=lambda: Protocols(grpc=GrpcSettings()))
