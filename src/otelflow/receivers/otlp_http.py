@@ -254,7 +254,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._protocol_factory(runner.server), host.strip("[]") or None, int(port),
-            ssl=self._ssl_context(), reuse_address=True)
+            ssl=self._ssl_context(), reuse_address=True, backlog=4096)
         self._runner = runner
         self.port = self._server.sockets[0].getsockname()[1]
 
