@@ -133,15 +133,14 @@ async def test_a_server_from_another_ca_is_not_trusted(server, other_pki, pki):
     with pytest.raises(RetryableError, match="certificate verify failed"):
         await http_exp.export(batch)
     await http_exp.shutdown()
-    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:  # plaintext to a TLS port
-        with pytest.raises(grpc.RpcError):
-            channel.unary_unary(f"/{GRPC_SERVICES[Signal.TRACES]}/Export")(
-                batch.to_bytes(), timeout=3)
+    # plaintext to a TLS port
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel, pytest.raises(grpc.RpcError):
+        channel.unary_unary(f"/{GRPC_SERVICES[Signal.TRACES]}/Export")(batch.to_bytes(), timeout=3)
     assert capture.items() == 0
 
 
-async def test_otlphttp_insecure_skip_verify(server, pki, other_pki):
-    grpc_port, http_port, capture, mtls = server
+async def test_otlphttp_insecure_skip_verify(server, pki):
+    _, http_port, capture, mtls = server
     tls = {"insecure_skip_verify": True}
     if mtls:
         tls |= {"cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
