@@ -17,7 +17,8 @@ from google.rpc import status_pb2
 
 from otelflow import otlp_json
 from otelflow.component import ComponentID, CreateSettings, Kind, PermanentError, RetryableError
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.exporters.otlphttp import (
     FACTORY,
     MAX_RESPONSE_BODY,

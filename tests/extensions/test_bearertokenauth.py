@@ -7,7 +7,8 @@ import aiohttp
 import grpc
 import pytest
 
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAuthConfig
 from otelflow.pdata import Signal
 from otelflow.receivers.otlp import GRPC_SERVICES

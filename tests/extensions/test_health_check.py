@@ -8,7 +8,8 @@ import pytest
 import structlog
 
 from otelflow.component import ComponentID, CreateSettings, Kind
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.extensions.health_check import HealthCheck, HealthCheckConfig
 from otelflow.telemetry.metrics import SelfMetrics
 from otelflow.testing.process import free_port

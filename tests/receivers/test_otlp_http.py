@@ -13,7 +13,8 @@ import pytest
 from google.rpc import code_pb2, status_pb2
 
 from otelflow.component import Kind, PartiallyRejected, PermanentError, RetryableError
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.pdata import Signal
 from otelflow.testing.data import sample_request
 from otelflow.testing.process import free_port

@@ -106,15 +106,18 @@ def test_json_with_wrong_types(collector, doc):
     assert_still_serving(collector)
 
 
-def test_trace_id_of_the_wrong_length_json_and_protobuf(collector):
+@pytest.mark.parametrize("field,value,message", [
+    ("traceId", "abcd" * 5, "traceId must be 16 bytes (32 hex digits), got 10"),
+    ("traceId", "ab" * 17, "got 17"),
+    ("spanId", "abc", "is not hex"),
+    ("parentSpanId", "00" * 16, "parentSpanId must be 8 bytes"),
+])
+def test_ids_of_the_wrong_length(collector, field, value, message):
     doc = json.loads(otlp_json.dumps(span_request()))
-    doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = "abcd" * 5
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0][field] = value
     response = post(collector, json.dumps(doc).encode(), JSON)
     assert response.status_code == 400
-    assert "traceId must be 16 bytes" in message_of(response)
-    response = post(collector, span_request(trace_id=b"\x01" * 15).SerializeToString())
-    assert response.status_code == 400
-    assert "trace_id must be 16 bytes, got 15" in message_of(response)
+    assert message in message_of(response)
     assert_still_serving(collector)
 
 

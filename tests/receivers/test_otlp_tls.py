@@ -11,7 +11,8 @@ import pytest
 import structlog
 
 from otelflow.component import ComponentID, CreateSettings, Kind, RetryableError
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.exporters import otlp as otlp_exporter
 from otelflow.exporters import otlphttp
 from otelflow.pdata import Batch, Signal

@@ -25,7 +25,7 @@ from google.rpc import code_pb2, status_pb2
 from otelflow import otlp_json
 from otelflow.component import PartiallyRejected, PermanentError, RetryableError
 from otelflow.config.auth import ServerAuthenticator
-from otelflow.pdata import Batch, Signal, iter_scopes
+from otelflow.pdata import Batch, Signal
 
 if TYPE_CHECKING:
     from otelflow.receivers.otlp import CORSSettings, HttpSettings
@@ -179,30 +179,6 @@ def _decode_json(signal: Signal, body: bytes) -> Batch:
         raise HTTPFailure(400, f"malformed OTLP/JSON: {exc}") from None
 
 
-_ID_SIZES = (("trace_id", 16), ("span_id", 8), ("parent_span_id", 8))
-
-
-def check_ids(batch: Batch) -> None:
-    """Refuse trace/span ids of the wrong length, as the Go collector's decoder does.
-
-    Costs a Python pass over spans/log records, so only the HTTP transport pays it (gRPC is the
-    throughput path and forwards ids as received)."""
-    if batch.signal is Signal.METRICS:
-        return
-    for _resource, scope in iter_scopes(batch.signal, batch.message):
-        for item in getattr(scope, batch.signal.item_field):
-            _check_item_ids(item)
-            for link in getattr(item, "links", ()):
-                _check_item_ids(link)
-
-
-def _check_item_ids(item) -> None:
-    for name, size in _ID_SIZES:
-        value = getattr(item, name, b"")
-        if value and len(value) != size:
-            raise HTTPFailure(400, f"{name} must be {size} bytes, got {len(value)}")
-
-
 def _encode_json(message) -> bytes:
     return json_format.MessageToJson(message, indent=None).encode()
 
@@ -312,7 +288,6 @@ class HttpServer:
                                    f"use {PROTOBUF} or {JSON}")
         body = await read_body(request, self.cfg.max_request_body_size)
         batch = codec.decode(signal, body)
-        check_ids(batch)
         response = signal.response_type()
         try:
             await self.deliver(batch, "http")

@@ -7,7 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from otelflow.component import Exporter
-from otelflow.config import load_config, parse_config
+from otelflow.config import load_config
+from otelflow.config.service import parse_config
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.service import Service
 
