@@ -235,7 +235,8 @@ async def test_cors_preflight_and_response_headers(server):
 
 
 PATHS = """        traces_url_path: /otlp/t
-        metrics_url_path: otlp/m"""
+        metrics_url_path: otlp/m
+        response_headers: {X-Served-By: otelflow}"""
 
 
 @pytest.mark.parametrize("server", [(PATHS, None)], indirect=True)
@@ -246,6 +247,7 @@ async def test_configurable_paths(server):
         async with session.post(url + path, data=sample_request(signal, 1).SerializeToString(),
                                 headers=PROTO) as r:
             assert r.status == 200
+            assert r.headers["X-Served-By"] == "otelflow"
     async with session.post(f"{url}/v1/traces", data=b"", headers=PROTO) as r:
         assert r.status == 404
     assert capture.items() == 3

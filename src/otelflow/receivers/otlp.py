@@ -56,7 +56,8 @@ class HttpSettings(ConfigModel):
     logs_url_path: str = "/v1/logs"
     max_request_body_size: ByteSize = Field(20 * 1024 * 1024, ge=1)
     read_header_timeout: Duration = 60.0  # 0: none
-    idle_timeout: Duration = 0.0  # keep-alive connections without a request; 0: aiohttp default
+    idle_timeout: Duration = 60.0  # keep-alive connections without a request; 0: none
+    response_headers: dict[str, str] = Field(default_factory=dict)
     cors: CORSSettings | None = None
     tls: TLSServerSettings | None = None
     auth: AuthSettings | None = None

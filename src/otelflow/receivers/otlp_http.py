@@ -57,19 +57,21 @@ _RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED,
 class _Identity:
     def __init__(self, limit: int):
         self.limit = limit
-        self.out = bytearray()
+        self.parts: list[bytes] = []
+        self.size = 0
 
     def _append(self, data: bytes) -> None:
-        if len(self.out) + len(data) > self.limit:
+        self.size += len(data)
+        if self.size > self.limit:
             raise HTTPFailure(413, f"request body larger than max_request_body_size "
                                    f"({self.limit} bytes) once decompressed")
-        self.out += data
+        self.parts.append(data)
 
     def feed(self, chunk: bytes) -> None:
         self._append(chunk)
 
     def finish(self) -> bytes:
-        return bytes(self.out)
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
 
 class _Zlib(_Identity):
@@ -101,7 +103,7 @@ class _Zstd(_Identity):
     that grow up to the limit; a frame that needs more is refused without inflating it all."""
 
     def finish(self) -> bytes:
-        data = bytes(self.out)
+        data = super().finish()
         size = min(self.limit + 1, max(64 * 1024, 8 * len(data)))
         while True:
             buffer = bytearray(size)
@@ -223,7 +225,7 @@ class HttpServer:
 
     async def start(self) -> None:
         runner = web.AppRunner(self.app, access_log=None, auto_decompress=False,
-                               keepalive_timeout=self.cfg.idle_timeout or 3630,
+                               keepalive_timeout=self.cfg.idle_timeout or 365 * 86400,
                                handle_signals=False)
         await runner.setup()
         host, _, port = self.cfg.endpoint.rpartition(":")
@@ -270,7 +272,9 @@ class HttpServer:
             if deadline is not None:
                 deadline.cancel()
             codec = codec_for(request.content_type) or CODECS[JSON]
-            headers = self.cors.response_headers(request) if self.cors else {}
+            headers = dict(self.cfg.response_headers)
+            if self.cors is not None:
+                headers.update(self.cors.response_headers(request))
             try:
                 return await self._export(request, signal, headers)
             except HTTPFailure as exc:
