@@ -282,6 +282,18 @@ def test_thousand_slow_clients_do_not_starve_a_good_one(collector):
     assert_still_serving(collector)
 
 
+def test_broken_framing_and_abandoned_bodies(collector):
+    host, port = collector.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
+                     b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        assert sock.recv(1024).startswith(b"HTTP/1.0 400")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
+                     b"\r\nContent-Length: 100000\r\n\r\npartial")
+    assert_still_serving(collector)
+
+
 # -- fuzzing: protobuf and JSON decoders behind the server, then the server still answers ----
 
 def _mutations(seed: bytes):
@@ -337,5 +349,6 @@ def test_fuzz_grpc_decoder(collector, body):
             assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc
 
 
-def test_still_serving_after_fuzzing(collector):
+def test_still_serving_after_everything_without_tracebacks(collector):
     assert_still_serving(collector)
+    assert "Traceback" not in collector.logs()

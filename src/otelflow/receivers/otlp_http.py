@@ -8,6 +8,7 @@ and hands decoded batches to the receiver's shared `deliver`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import ssl
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cramjam
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
@@ -225,6 +227,7 @@ class HttpServer:
 
     async def start(self) -> None:
         runner = web.AppRunner(self.app, access_log=None, auto_decompress=False,
+                               logger=_server_logger(self.log),
                                keepalive_timeout=self.cfg.idle_timeout or 365 * 86400,
                                handle_signals=False)
         await runner.setup()
@@ -279,6 +282,10 @@ class HttpServer:
                 return await self._export(request, signal, headers)
             except HTTPFailure as exc:
                 return self._status_response(codec, exc, headers)
+            except (ConnectionError, ClientPayloadError, HttpProcessingError) as exc:
+                # the client went away or broke the body framing: nobody to answer
+                self.log.debug("incomplete request body", error=str(exc))
+                return self._status_response(codec, HTTPFailure(400, "incomplete body"), headers)
 
         return handle
 
@@ -314,6 +321,28 @@ class HttpServer:
             headers["Connection"] = "close"  # the rest of the body is not read
         return web.Response(status=exc.status, body=codec.encode(status),
                             content_type=codec.content_type, headers=headers)
+
+
+class _ToStructlog(logging.Handler):
+    """aiohttp's server log: malformed HTTP from clients at debug (no tracebacks an attacker
+    can flood the log with), anything else as an error."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError | ConnectionError) or record.levelno < logging.WARNING:
+            self.log.debug("HTTP connection error", message=record.getMessage(), error=str(exc))
+        else:
+            self.log.error("HTTP server error", message=record.getMessage(), error=repr(exc))
+
+
+def _server_logger(log) -> logging.Logger:
+    logger = logging.Logger("otelflow.receivers.otlp.http")  # not registered globally
+    logger.addHandler(_ToStructlog(log))
+    return logger
 
 
 class _CORS:
