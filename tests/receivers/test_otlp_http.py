@@ -321,3 +321,30 @@ service:
     protocols = parse_config(raw, source).component(Kind.RECEIVER, "otlp").config.protocols
     assert protocols.grpc.endpoint == "localhost:4317"
     assert protocols.http.endpoint == "localhost:4318"
+
+
+async def test_grpc_reports_partial_success_and_maps_errors_like_http():
+    import grpc
+
+    from otelflow.receivers.otlp import GRPC_SERVICES
+
+    port = free_port()
+    grpc_yaml = f"      grpc: {{endpoint: '127.0.0.1:{port}'}}\n      http:"
+    yaml = config(free_port()).replace("      http:", grpc_yaml)
+
+    def body(name: str) -> bytes:
+        request = sample_request(Signal.TRACES, 3)
+        request.resource_spans[0].scope_spans[0].spans[0].name = name
+        return request.SerializeToString()
+
+    async with running_service(yaml, {"debug": CaptureExporter(_fail)}), \
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        export = channel.unary_unary(f"/{GRPC_SERVICES[Signal.TRACES]}/Export")
+        reply = Signal.TRACES.response_type.FromString(await export(body("partial"), timeout=5))
+        assert reply.partial_success.rejected_spans == 2
+        assert reply.partial_success.error_message == "2 spans dropped: too old"
+        for name, code in (("permanent", grpc.StatusCode.INVALID_ARGUMENT),
+                           ("retry", grpc.StatusCode.UNAVAILABLE)):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await export(body(name), timeout=5)
+            assert err.value.code() == code
