@@ -51,12 +51,14 @@ class HTTPFailure(Exception):
 
 _RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED,
               413: code_pb2.RESOURCE_EXHAUSTED, 415: code_pb2.INVALID_ARGUMENT,
-              429: code_pb2.RESOURCE_EXHAUSTED, 503: code_pb2.UNAVAILABLE}
+              503: code_pb2.UNAVAILABLE}
 
 
 # -- request bodies: size limits enforced on the decompressed bytes, while inflating ---------
 
 class _Identity:
+    """An uncompressed body: chunks kept as received, joined once."""
+
     def __init__(self, limit: int):
         self.limit = limit
         self.parts: list[bytes] = []
@@ -205,8 +207,7 @@ Deliver = Callable[[Batch, str], Awaitable[None]]
 class HttpServer:
     """Serves POST /v1/{traces,metrics,logs} for the given signals."""
 
-    def __init__(self, cfg: HttpSettings, signals: Iterable[Signal], deliver: Deliver,
-                 log,
+    def __init__(self, cfg: HttpSettings, signals: Iterable[Signal], deliver: Deliver, log,
                  authenticator: ServerAuthenticator | None = None):
         self.cfg = cfg
         self.deliver = deliver
