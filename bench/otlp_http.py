@@ -60,7 +60,10 @@ def one_run(protocol: str, duration: float, batch: bool, tmp: str, i: int) -> tu
     collector = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "otelflow", "run",
                                   "--config", str(path)], stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(http_port, 15)
+        for port in (http_port, grpc_port, mport):
+            wait_for_port(port, 15)
+        if collector.poll() is not None:
+            raise RuntimeError(f"collector exited with {collector.returncode}")
         proc = psutil.Process(collector.pid)
         cpu0, acc0, t0 = sum(proc.cpu_times()[:2]), scrape(mport, Signal.TRACES), time.monotonic()
         port = grpc_port if protocol == "grpc" else http_port

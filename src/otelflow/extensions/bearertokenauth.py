@@ -34,7 +34,7 @@ def create(settings: CreateSettings, config: BearerTokenAuthConfig) -> BearerTok
 
 
 FACTORY = Factory(Kind.EXTENSION, "bearertokenauth", BearerTokenAuthConfig, create,
-                  description="bearer token authentication for receivers and exporters")
+                  description="Bearer token authentication for receivers and exporters")
 
 
 class BearerTokenAuth(Component):

@@ -41,7 +41,7 @@ def create(settings: CreateSettings, config: HealthCheckConfig) -> HealthCheck:
 
 
 FACTORY = Factory(Kind.EXTENSION, "health_check", HealthCheckConfig, create,
-                  description="liveness /health, readiness /ready, alerts /alerts over HTTP")
+                  description="Liveness /health, readiness /ready, alerts /alerts over HTTP")
 
 
 class HealthCheck(Component):
