@@ -149,10 +149,11 @@ async def test_other_statuses_are_permanent(backend, make_exporter, status):
         await exporter.export(batch())
 
 
-async def test_connection_refused_is_retryable(make_exporter):
-    exporter = await make_exporter(endpoint=f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(RetryableError, match="failed"):
+async def test_connection_refused_is_retryable_and_hides_url_credentials(make_exporter):
+    exporter = await make_exporter(endpoint=f"http://user:hunter2@127.0.0.1:{free_port()}")
+    with pytest.raises(RetryableError, match="failed") as err:
         await exporter.export(batch())
+    assert "hunter2" not in str(err.value) and "<redacted>@127.0.0.1" in str(err.value)
 
 
 def test_retry_after_parsing():

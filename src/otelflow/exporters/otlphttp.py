@@ -132,7 +132,7 @@ class OTLPHTTPExporter(Exporter):
                 content = await read_capped(response)
                 self._check(batch.signal, response, content)
         except aiohttp.ClientError as exc:
-            raise RetryableError(f"sending to {url} failed: {exc}") from None
+            raise RetryableError(f"sending to {redact_url(url)} failed: {exc}") from None
 
     def encode(self, batch: Batch) -> bytes:
         if self.config.encoding == "json":
@@ -161,6 +161,14 @@ class OTLPHTTPExporter(Exporter):
         if rejected or partial.error_message:
             self.log.warning("backend partially rejected the request", rejected=rejected,
                              message=partial.error_message)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password (never logged)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="<redacted>@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 def compress(body: bytes, compression: str) -> bytes:
