@@ -15,6 +15,7 @@ from otelflow.config.errors import choices_text, did_you_mean
 BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.RECEIVER: {
         "otlp": "otelflow.receivers.otlp",
+        "prometheus": "otelflow.receivers.prometheus",
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
