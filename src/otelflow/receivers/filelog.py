@@ -272,34 +272,28 @@ class FileLogReceiver(Component):
         request = ExportLogsServiceRequest()
         groups: dict[tuple, Any] = {}
         observed = time.time_ns()
+        base_attrs = dict(self.config.attributes)
+        if self.config.include_file_name:
+            base_attrs["log.file.name"] = os.path.basename(path)
+        if self.config.include_file_path:
+            base_attrs["log.file.path"] = path
+        operators = self.config.operators
         for line in lines:
-            entry = Entry(body=line, path=path, attributes=dict(self.config.attributes),
+            entry = Entry(body=line, path=path, attributes=dict(base_attrs),
                           resource=dict(self.config.resource))
-            if self.config.include_file_name:
-                entry.attributes["log.file.name"] = os.path.basename(path)
-            if self.config.include_file_path:
-                entry.attributes["log.file.path"] = path
-            if not all(op.apply(entry) for op in self.config.operators):
+            if operators and not all(op.apply(entry) for op in operators):
                 continue
-            key = tuple(sorted((k, str(v)) for k, v in entry.resource.items()))
+            key = tuple(entry.resource.items())
             scope = groups.get(key)
             if scope is None:
                 rl = request.resource_logs.add()
-                for k, v in entry.resource.items():
-                    attr = rl.resource.attributes.add()
-                    attr.key = k
-                    set_any(attr.value, v)
+                set_attributes(rl.resource.attributes, entry.resource)
                 scope = groups[key] = rl.scope_logs.add()
-            record = scope.log_records.add()
-            record.observed_time_unix_nano = observed
-            record.time_unix_nano = entry.timestamp_ns
-            record.severity_number = entry.severity_number
-            record.severity_text = entry.severity_text
+            record = scope.log_records.add(
+                observed_time_unix_nano=observed, time_unix_nano=entry.timestamp_ns,
+                severity_number=entry.severity_number, severity_text=entry.severity_text)
             set_any(record.body, entry.body)
-            for k, v in entry.attributes.items():
-                attr = record.attributes.add()
-                attr.key = k
-                set_any(attr.value, v)
+            set_attributes(record.attributes, entry.attributes)
         return request
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -321,25 +315,31 @@ class FileLogReceiver(Component):
         await self._storage.set(CHECKPOINT_KEY, json.dumps(state).encode())
 
 
+def set_attributes(target, values: dict[str, Any]) -> None:
+    """Append `values` to a repeated KeyValue field."""
+    for key, value in values.items():
+        if type(value) is str:
+            target.add(key=key).value.string_value = value
+        else:
+            set_any(target.add(key=key).value, value)
+
+
 def set_any(target, value: Any) -> None:
     """Python value -> OTLP AnyValue (maps become kvlists, lists arrays)."""
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is str:
+        target.string_value = value
+    elif kind is bool:
         target.bool_value = value
-    elif isinstance(value, int):
+    elif kind is int:
         target.int_value = value
-    elif isinstance(value, float):
+    elif kind is float:
         target.double_value = value
     elif isinstance(value, dict):
-        kvlist = target.kvlist_value
-        for k, v in value.items():
-            kv = kvlist.values.add()
-            kv.key = str(k)
-            set_any(kv.value, v)
+        set_attributes(target.kvlist_value.values, value)
     elif isinstance(value, list | tuple):
         array = target.array_value
-        for v in value:
-            set_any(array.values.add(), v)
-    elif value is None:
-        target.ClearField("string_value")
-    else:
+        for item in value:
+            set_any(array.values.add(), item)
+    elif value is not None:
         target.string_value = str(value)

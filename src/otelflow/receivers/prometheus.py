@@ -249,17 +249,20 @@ class TargetLoop:
     def _relabel_samples(self, families: list) -> list:
         """metric_relabel_configs, sample_limit and target-label merging (honor_labels)."""
         total = 0
+        rules = self.job.metric_relabel_configs
+        clash = {"job", "instance", *self.labels}
         for family in families:
             kept = []
             for sample in family.samples:
-                labels = dict(sample.labels)
-                if self.job.metric_relabel_configs:
-                    relabeled = relabel({**labels, "__name__": sample.name},
-                                        self.job.metric_relabel_configs)
+                labels = sample.labels
+                if rules:
+                    relabeled = relabel({**labels, "__name__": sample.name}, rules)
                     if relabeled is None:
                         continue
                     labels = {k: v for k, v in relabeled.items() if k != "__name__"}
-                kept.append(sample._replace(labels=self._merge(labels)))
+                if labels is not sample.labels or len(self.labels) > 2 or not clash.isdisjoint(labels):
+                    sample = sample._replace(labels=self._merge(labels))
+                kept.append(sample)
             family.samples = kept
             total += len(kept)
         if self.job.sample_limit and total > self.job.sample_limit:

@@ -21,9 +21,9 @@ SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def _set_attrs(point, labels: dict[str, str]) -> None:
+    attributes = point.attributes
     for key, value in labels.items():
-        kv = point.attributes.add()
-        kv.key, kv.value.string_value = key, value
+        attributes.add(key=key).value.string_value = value
 
 
 class SeriesState:
