@@ -11,6 +11,7 @@ the same run: upb parse + serialize of the same requests on one core (ratio = pi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -29,8 +30,6 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
-
-import contextlib
 
 from loadgen import build_pool  # noqa: E402
 from loadgen import parse_args as loadgen_args
