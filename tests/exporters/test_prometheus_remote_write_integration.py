@@ -1,0 +1,160 @@
+"""End to end: OTel SDK metrics -> prometheusremotewrite -> a real Prometheus -> PromQL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+import structlog
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+
+from otelflow.component import ComponentID, CreateSettings, Kind
+from otelflow.exporters.prometheus_remote_write import Config, PrometheusRemoteWriteExporter
+from otelflow.pdata import Batch, Signal
+from otelflow.pipeline.exporterhelper import ExporterChain
+from otelflow.telemetry.metrics import SelfMetrics
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def prometheus(tmp_path):
+    """A real Prometheus with the remote-write receiver on a free loopback port."""
+    assert PROMETHEUS, "the Debian `prometheus` package is required (CI installs it)"
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1m\n")
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver"],
+        stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/-/ready", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
+            assert time.monotonic() < deadline, "prometheus did not become ready"
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def query(base: str, promql: str) -> list[dict]:
+    url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        body = json.load(resp)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def sdk_metrics() -> bytes:
+    """Record a counter, up-down counter, gauge and histogram with the real SDK; return the
+    OTLP ExportMetricsServiceRequest it would send."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": "checkout", "service.namespace": "shop",
+                                  "service.instance.id": "i-1",
+                                  "deployment.environment": "test"}),
+        metric_readers=[reader],
+        views=[View(instrument_name="request.duration",
+                    aggregation=ExplicitBucketHistogramAggregation([10, 20, 30, 40]))])
+    meter = provider.get_meter("test")
+    orders = meter.create_counter("orders", unit="{order}")
+    orders.add(3, {"payment.method": "card"})
+    orders.add(2, {"payment.method": "cash"})
+    orders.add(1, {"payment.method": "card"})
+    queue = meter.create_up_down_counter("queue.size", unit="{item}")
+    queue.add(10, {"queue": "q1"})
+    queue.add(-4, {"queue": "q1"})
+
+    def temperature(options: CallbackOptions):
+        yield Observation(21.5, {"zone": "a"})
+
+    meter.create_observable_gauge("cpu.temperature", [temperature], unit="Cel")
+    duration = meter.create_histogram("request.duration", unit="ms")
+    for value in [5, 5, 15, 15, 15, 15, 25, 25, 25, 25]:
+        duration.record(value, {"http.route": "/pay"})
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    return encode_metrics(data).SerializeToString()
+
+
+async def test_sdk_metrics_land_in_prometheus(prometheus):
+    metrics = SelfMetrics()
+    config = Config.model_validate({"endpoint": prometheus + "/api/v1/write",
+                                    "external_labels": {"cluster": "ci"}})
+    settings = CreateSettings(ComponentID.parse("prometheusremotewrite"), Kind.EXPORTER,
+                              structlog.get_logger("test"), metrics)
+    chain = ExporterChain(PrometheusRemoteWriteExporter(settings, config), config,
+                          "prometheusremotewrite", metrics)
+    await chain.start(None)
+    try:
+        await chain.consume(Batch.from_bytes(Signal.METRICS, sdk_metrics()))
+        await chain.shutdown(time.monotonic() + 10)
+    finally:
+        await chain.exporter.shutdown()
+    assert metrics.registry.get_sample_value("otelcol_exporter_sent_metric_points_total",
+                                             {"exporter": "prometheusremotewrite"}) == 5
+
+    common = {"job": "shop/checkout", "instance": "i-1", "cluster": "ci"}
+    orders = {r["metric"]["payment_method"]: float(r["value"][1])
+              for r in query(prometheus, "orders_total")}
+    assert orders == {"card": 4.0, "cash": 2.0}
+    (row,) = query(prometheus, 'orders_total{payment_method="cash"}')
+    assert row["metric"] == {"__name__": "orders_total", "payment_method": "cash", **common}
+
+    (row,) = query(prometheus, "queue_size")
+    assert row["metric"] == {"__name__": "queue_size", "queue": "q1", **common}
+    assert float(row["value"][1]) == 6.0
+
+    (row,) = query(prometheus, "cpu_temperature_celsius")
+    assert row["metric"]["zone"] == "a" and float(row["value"][1]) == 21.5
+
+    buckets = {r["metric"]["le"]: float(r["value"][1])
+               for r in query(prometheus, 'request_duration_milliseconds_bucket{http_route="/pay"}')}
+    assert buckets == {"10": 2.0, "20": 6.0, "30": 10.0, "40": 10.0, "+Inf": 10.0}
+    (row,) = query(prometheus, "request_duration_milliseconds_count")
+    assert float(row["value"][1]) == 10.0
+    (row,) = query(prometheus, "request_duration_milliseconds_sum")
+    assert float(row["value"][1]) == 170.0
+    # rank 5 of 10 falls in (10, 20] holding 4 of them after 2 below: 10 + 10 * 3/4
+    (row,) = query(prometheus, "histogram_quantile(0.5, request_duration_milliseconds_bucket)")
+    assert float(row["value"][1]) == pytest.approx(17.5)
+
+    (row,) = query(prometheus, "target_info")
+    labels = row["metric"]
+    assert labels["telemetry_sdk_language"] == "python"
+    assert {k: labels[k] for k in ("__name__", "deployment_environment", *common)} == {
+        "__name__": "target_info", "deployment_environment": "test", **common}
+    assert not {"service_name", "service_instance_id"} & set(labels)
