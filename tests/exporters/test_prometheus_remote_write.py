@@ -36,7 +36,7 @@ def kv(key: str, value: str) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
-def counter_request(n: int, start: int = 0, ts_ns: int | None = None) -> ExportMetricsServiceRequest:
+def counter_request(n: int, start: int = 0, ts_ns: int | None = None):
     """`n` points of a cumulative counter `jobs` with a distinct `worker` label each."""
     ts_ns = ts_ns or time.time_ns()
     req = ExportMetricsServiceRequest()

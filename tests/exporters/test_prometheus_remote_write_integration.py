@@ -141,8 +141,8 @@ async def test_sdk_metrics_land_in_prometheus(prometheus):
     (row,) = query(prometheus, "cpu_temperature_celsius")
     assert row["metric"]["zone"] == "a" and float(row["value"][1]) == 21.5
 
-    buckets = {r["metric"]["le"]: float(r["value"][1])
-               for r in query(prometheus, 'request_duration_milliseconds_bucket{http_route="/pay"}')}
+    rows = query(prometheus, 'request_duration_milliseconds_bucket{http_route="/pay"}')
+    buckets = {r["metric"]["le"]: float(r["value"][1]) for r in rows}
     assert buckets == {"10": 2.0, "20": 6.0, "30": 10.0, "40": 10.0, "+Inf": 10.0}
     (row,) = query(prometheus, "request_duration_milliseconds_count")
     assert float(row["value"][1]) == 10.0

@@ -17,9 +17,9 @@ import json
 import math
 import re
 import struct
-from decimal import Decimal
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from opentelemetry.proto.metrics.v1 import metrics_pb2
@@ -240,7 +240,8 @@ def _field_bytes(tag: int, payload: bytes) -> bytes:
 
 def encode_label(name: str, value: str) -> bytes:
     """One `Label` as a length-delimited field 1 of its parent (TimeSeries or Exemplar)."""
-    return _field_bytes(0x0A, _field_bytes(0x0A, name.encode()) + _field_bytes(0x12, value.encode()))
+    body = _field_bytes(0x0A, name.encode()) + _field_bytes(0x12, value.encode())
+    return _field_bytes(0x0A, body)
 
 
 _DOUBLE = struct.Struct("<d").pack
@@ -259,7 +260,7 @@ class LabelSet:
     TimeSeries; the parts around the insertion points are joined once per data point.
     """
 
-    __slots__ = ("_names", "_encs", "_cache")
+    __slots__ = ("_cache", "_encs", "_names")
 
     def __init__(self, labels: Mapping[str, str], encode: Callable[[str, str], bytes]):
         names = sorted(n for n in labels if n != NAME_LABEL)
@@ -412,10 +413,10 @@ class SeriesBuilder:
         for key, value in self.s.external_labels.items():
             labels.setdefault(key, value)
         name = f"{self.s.namespace}_target_info" if self.s.namespace else "target_info"
-        label_set = LabelSet(labels, self.encode_label)
-        sink.sample(label_set.encoded(self.encode_label(NAME_LABEL, name)), 1.0, ts_ms)
         if self.s.send_metadata:
             sink.metadata(GAUGE, name, "Target metadata", "")
+        label_set = LabelSet(labels, self.encode_label)
+        sink.sample(label_set.encoded(self.encode_label(NAME_LABEL, name)), 1.0, ts_ms)
 
     def _point_labels(self, pairs: tuple[tuple[str, str], ...], base: dict[str, str]) -> LabelSet:
         labels = dict(base)
@@ -434,12 +435,11 @@ class SeriesBuilder:
             return 0
         data = getattr(metric, metric.WhichOneof("data"))
         points = data.data_points
-        if kind not in (GAUGE, SUMMARY):
-            if data.aggregation_temporality != CUMULATIVE:
-                result.dropped += len(points)
-                result.errors.append(f"metric {metric.name!r}: delta temporality is not "
-                                     "supported by Prometheus (points dropped)")
-                return 0
+        if kind not in (GAUGE, SUMMARY) and data.aggregation_temporality != CUMULATIVE:
+            result.dropped += len(points)
+            result.errors.append(f"metric {metric.name!r}: delta temporality is not "
+                                 "supported by Prometheus (points dropped)")
+            return 0
         name = self.name_of(metric, kind)
         if self.s.send_metadata and points:
             sink.metadata(kind, name, metric.description, unit_word(metric.unit))
@@ -531,11 +531,6 @@ class SeriesBuilder:
                         sink: SeriesSink) -> None:
         stale = bool(dp.flags & NO_RECORDED_VALUE)
         enc_label = self.encode_label
-        if dp.HasField("sum"):
-            sink.sample(labels.encoded(enc_label(NAME_LABEL, name + "_sum")),
-                        STALE_NAN if stale else dp.sum, ts)
-        sink.sample(labels.encoded(enc_label(NAME_LABEL, name + "_count")),
-                    STALE_NAN if stale else float(dp.count), ts)
         bucket_name = enc_label(NAME_LABEL, name + "_bucket")
         bounds = dp.explicit_bounds
         counts = dp.bucket_counts
@@ -549,6 +544,11 @@ class SeriesBuilder:
         inf = labels.encoded(bucket_name, "le", enc_label("le", "+Inf"))
         bucket_labels.append((math.inf, inf))
         sink.sample(inf, STALE_NAN if stale else float(dp.count), ts)
+        if dp.HasField("sum"):
+            sink.sample(labels.encoded(enc_label(NAME_LABEL, name + "_sum")),
+                        STALE_NAN if stale else dp.sum, ts)
+        sink.sample(labels.encoded(enc_label(NAME_LABEL, name + "_count")),
+                    STALE_NAN if stale else float(dp.count), ts)
         for ex in dp.exemplars:
             value = ex.as_double if ex.WhichOneof("value") == "as_double" else float(ex.as_int)
             for bound, enc in bucket_labels:
@@ -560,14 +560,15 @@ class SeriesBuilder:
                       sink: SeriesSink) -> None:
         stale = bool(dp.flags & NO_RECORDED_VALUE)
         enc_label = self.encode_label
+        base = enc_label(NAME_LABEL, name)
+        for q in dp.quantile_values:
+            enc = labels.encoded(base, "quantile",
+                                 enc_label("quantile", self.float_label(q.quantile)))
+            sink.sample(enc, STALE_NAN if stale else q.value, ts)
         sink.sample(labels.encoded(enc_label(NAME_LABEL, name + "_sum")),
                     STALE_NAN if stale else dp.sum, ts)
         sink.sample(labels.encoded(enc_label(NAME_LABEL, name + "_count")),
                     STALE_NAN if stale else float(dp.count), ts)
-        base = enc_label(NAME_LABEL, name)
-        for q in dp.quantile_values:
-            enc = labels.encoded(base, "quantile", enc_label("quantile", self.float_label(q.quantile)))
-            sink.sample(enc, STALE_NAN if stale else q.value, ts)
 
     def _emit_exponential_histogram(self, dp: Any, name: str, labels: LabelSet, ts: int,
                                     sink: SeriesSink) -> None:
