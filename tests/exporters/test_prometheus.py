@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -25,18 +24,13 @@ from otelflow.exporters.prometheus import FACTORY, Config, PrometheusExporter
 from otelflow.pdata import Batch
 from otelflow.registry import Registry
 from otelflow.telemetry.metrics import SelfMetrics
+from otelflow.testing.process import free_port
 
 TS = 1_700_000_000_000_000_000
 
 
 def kv(key: str, value: str) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sample_request(orders: int = 5, flags: int = 0) -> ExportMetricsServiceRequest:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import cramjam
@@ -28,6 +27,7 @@ from otelflow.pdata import Batch
 from otelflow.pipeline.exporterhelper import ExporterChain
 from otelflow.registry import Registry
 from otelflow.telemetry.metrics import SelfMetrics
+from otelflow.testing.process import free_port
 
 EID = "prometheusremotewrite"
 
@@ -98,12 +98,6 @@ class RemoteWriteServer:
                     for s in ts.samples:
                         out[labels["worker"]] = s.value
         return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_chain(url: str, metrics: SelfMetrics, **overrides) -> tuple[ExporterChain, Config]:

@@ -1,37 +1,26 @@
-"""End to end: OTel SDK metrics -> prometheusremotewrite -> a real Prometheus -> PromQL."""
+"""End to end: OTel SDK -> OTLP gRPC -> otelflow (prometheusremotewrite, from YAML) -> a real
+Prometheus -> PromQL."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 
 import pytest
-import structlog
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
-from otelflow.component import ComponentID, CreateSettings, Kind
-from otelflow.exporters.prometheus_remote_write import Config, PrometheusRemoteWriteExporter
-from otelflow.pdata import Batch, Signal
-from otelflow.pipeline.exporterhelper import ExporterChain
-from otelflow.telemetry.metrics import SelfMetrics
+from otelflow.testing.process import CollectorProcess, free_port
 
 PROMETHEUS = shutil.which("prometheus")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -78,10 +67,31 @@ def query(base: str, promql: str) -> list[dict]:
     return body["data"]["result"]
 
 
-def sdk_metrics() -> bytes:
-    """Record a counter, up-down counter, gauge and histogram with the real SDK; return the
-    OTLP ExportMetricsServiceRequest it would send."""
-    reader = InMemoryMetricReader()
+COLLECTOR = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{port}
+exporters:
+  prometheusremotewrite:
+    endpoint: {prometheus}/api/v1/write
+    external_labels:
+      cluster: ci
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics: {{receivers: [otlp], exporters: [prometheusremotewrite]}}
+"""
+
+
+def send_with_sdk(port: int) -> None:
+    """A counter, up-down counter, gauge and histogram with attributes, exported by the real
+    SDK over OTLP gRPC."""
+    exporter = OTLPMetricExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
     provider = MeterProvider(
         resource=Resource.create({"service.name": "checkout", "service.namespace": "shop",
                                   "service.instance.id": "i-1",
@@ -105,27 +115,19 @@ def sdk_metrics() -> bytes:
     duration = meter.create_histogram("request.duration", unit="ms")
     for value in [5, 5, 15, 15, 15, 15, 25, 25, 25, 25]:
         duration.record(value, {"http.route": "/pay"})
-    data = reader.get_metrics_data()
+    assert provider.force_flush(10_000)
     provider.shutdown()
-    return encode_metrics(data).SerializeToString()
 
 
-async def test_sdk_metrics_land_in_prometheus(prometheus):
-    metrics = SelfMetrics()
-    config = Config.model_validate({"endpoint": prometheus + "/api/v1/write",
-                                    "external_labels": {"cluster": "ci"}})
-    settings = CreateSettings(ComponentID.parse("prometheusremotewrite"), Kind.EXPORTER,
-                              structlog.get_logger("test"), metrics)
-    chain = ExporterChain(PrometheusRemoteWriteExporter(settings, config), config,
-                          "prometheusremotewrite", metrics)
-    await chain.start(None)
-    try:
-        await chain.consume(Batch.from_bytes(Signal.METRICS, sdk_metrics()))
-        await chain.shutdown(time.monotonic() + 10)
-    finally:
-        await chain.exporter.shutdown()
-    assert metrics.registry.get_sample_value("otelcol_exporter_sent_metric_points_total",
-                                             {"exporter": "prometheusremotewrite"}) == 5
+def test_sdk_metrics_land_in_prometheus(prometheus):
+    port = free_port()
+    with CollectorProcess(COLLECTOR.format(port=port, prometheus=prometheus),
+                          wait_port=port) as collector:
+        send_with_sdk(port)
+        deadline = time.monotonic() + 15
+        while not query(prometheus, "request_duration_milliseconds_count"):
+            assert time.monotonic() < deadline, collector.logs()
+            time.sleep(0.1)
 
     common = {"job": "shop/checkout", "instance": "i-1", "cluster": "ci"}
     orders = {r["metric"]["payment_method"]: float(r["value"][1])

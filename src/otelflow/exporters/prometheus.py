@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import Field, field_validator
 
 from otelflow.component import CreateSettings, Exporter, Factory, Host, Kind
+from otelflow.config.tls import TLSServerSettings
 from otelflow.config.types import ConfigModel, Duration
 from otelflow.exporters.prometheus_translation import (
     COUNTER,
@@ -40,12 +41,6 @@ _DOUBLE = struct.Struct("<d")
 
 class ResourceToTelemetry(ConfigModel):
     enabled: bool = False
-
-
-class TLSServerSettings(ConfigModel):
-    cert_file: str
-    key_file: str
-    client_ca_file: str | None = None
 
 
 class Config(ConfigModel):

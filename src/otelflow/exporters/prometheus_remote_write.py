@@ -31,6 +31,7 @@ from otelflow.component import (
     PermanentError,
     RetryableError,
 )
+from otelflow.config.tls import TLSClientSettings
 from otelflow.config.types import ByteSize, ConfigModel
 from otelflow.exporters.prometheus_translation import (
     RemoteWriteEncoder,
@@ -57,21 +58,6 @@ class Enabled(ConfigModel):
 
 class EnabledByDefault(ConfigModel):
     enabled: bool = True
-
-
-class TLSClientSettings(ConfigModel):
-    insecure: bool = False
-    insecure_skip_verify: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    server_name_override: str | None = None
-
-    @model_validator(mode="after")
-    def _pair(self) -> TLSClientSettings:
-        if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("cert_file and key_file must be set together")
-        return self
 
 
 def _go_retry_defaults() -> RetrySettings:
@@ -177,6 +163,8 @@ class PrometheusRemoteWriteExporter(Exporter):
                         "X-Prometheus-Remote-Write-Version": "0.1.0",
                         "User-Agent": f"otelflow/{__version__}"}
         self._session: aiohttp.ClientSession | None = None
+        override = config.tls.server_name_override
+        self._request_options = {"server_hostname": override} if override else {}
         self._failed_translations = self.metrics.counter(
             "otelcol_exporter_prometheusremotewrite_failed_translations",
             "Number of translation operations that failed to translate metrics from Otel to "
@@ -243,8 +231,8 @@ class PrometheusRemoteWriteExporter(Exporter):
         if self._session is None:
             raise RetryableError(f"exporter {self.id} is not started")
         try:
-            async with self._session.post(self.config.endpoint, data=body,
-                                          headers=self.headers) as resp:
+            async with self._session.post(self.config.endpoint, data=body, headers=self.headers,
+                                          **self._request_options) as resp:
                 if 200 <= resp.status < 300:
                     return
                 text = (await resp.content.read(MAX_RESPONSE_BODY)).decode("utf-8", "replace")
