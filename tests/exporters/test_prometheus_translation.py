@@ -301,3 +301,70 @@ def test_metadata_sent_when_asked():
     md, = remote_pb2.WriteRequest.FromString(enc.requests(10**6)[0]).metadata
     assert (md.type, md.metric_family_name, md.help, md.unit) == (
         md.COUNTER, "jobs_seconds_total", "Jobs done", "seconds")
+
+
+def test_counter_exemplars_with_int_and_double_values():
+    req, scope = request({})
+    metric = scope.metrics.add(name="hits")
+    metric.sum.is_monotonic, metric.sum.aggregation_temporality = True, 2
+    for i, point in enumerate([{"as_int": 4}, {"as_double": 2.5}]):
+        dp = metric.sum.data_points.add(time_unix_nano=TS, **point)
+        dp.attributes.append(kv("n", str(i)))
+        dp.exemplars.add(as_double=1.0 + i, time_unix_nano=TS, trace_id=b"\x01" * 16)
+    enc = RemoteWriteEncoder()
+    SeriesBuilder(TranslationSettings()).build(req, enc)
+    wr = remote_pb2.WriteRequest.FromString(enc.requests(10**6)[0])
+    got = {ts.labels[1].value: (ts.samples[0].value, [e.value for e in ts.exemplars],
+                                ts.exemplars[0].labels[0].value) for ts in wr.timeseries}
+    assert got == {"0": (4.0, [1.0], "01" * 16), "1": (2.5, [2.0], "01" * 16)}
+
+
+def test_label_cache_keeps_resources_and_values_apart():
+    """The same point attributes under two resources are two series, and a cached series
+    still takes each request's own value and timestamp."""
+    builder = SeriesBuilder(TranslationSettings(target_info=False))
+    for step in (1, 2):
+        req = ExportMetricsServiceRequest()
+        for service in ("a", "b"):
+            rm = req.resource_metrics.add()
+            rm.resource.attributes.append(kv("service.name", service))
+            metric = rm.scope_metrics.add().metrics.add(name="g")
+            dp = metric.gauge.data_points.add(time_unix_nano=step * 10**9, as_double=step * 1.5)
+            dp.attributes.append(kv("k", "v"))
+        enc = RemoteWriteEncoder()
+        builder.build(req, enc)
+        series = {}
+        for ts in remote_pb2.WriteRequest.FromString(enc.requests(10**6)[0]).timeseries:
+            labels = {label.name: label.value for label in ts.labels}
+            series[labels["job"]] = [(s.value, s.timestamp) for s in ts.samples]
+        assert series == {"a": [(step * 1.5, step * 1000)], "b": [(step * 1.5, step * 1000)]}
+
+
+def test_stale_flag_on_a_known_series():
+    builder = SeriesBuilder(TranslationSettings(target_info=False))
+    values = []
+    for flags in (0, 1, 0):
+        req, scope = request({})
+        dp = scope.metrics.add(name="g").gauge.data_points.add(time_unix_nano=TS, as_double=3.0,
+                                                                flags=flags)
+        dp.attributes.append(kv("k", "v"))
+        enc = RemoteWriteEncoder()
+        builder.build(req, enc)
+        ts, = remote_pb2.WriteRequest.FromString(enc.requests(10**6)[0]).timeseries
+        values.append(ts.samples[0].value)
+    assert values[0] == 3.0 and math.isnan(values[1]) and values[2] == 3.0
+
+
+def test_histogram_without_sum_and_stale():
+    req, scope = request({})
+    metric = scope.metrics.add(name="h")
+    metric.histogram.aggregation_temporality = 2
+    metric.histogram.data_points.add(time_unix_nano=TS, count=2, explicit_bounds=[1.0],
+                                     bucket_counts=[1, 1])
+    metric.histogram.data_points.add(time_unix_nano=TS + 10**9, count=2, sum=3.0,
+                                     explicit_bounds=[1.0], bucket_counts=[1, 1], flags=1)
+    series = translate(req)
+    assert series[(("__name__", "h_count"),)][0] == (2.0, TS_MS)
+    assert len(series[(("__name__", "h_sum"),)]) == 1  # only the stale point carried a sum
+    assert all(math.isnan(v) for v, _ in series[(("__name__", "h_sum"),)])
+    assert [v for v, _ in series[(("__name__", "h_bucket"), ("le", "1"))]][0] == 1.0

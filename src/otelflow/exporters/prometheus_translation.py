@@ -20,6 +20,7 @@ import struct
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 from opentelemetry.proto.metrics.v1 import metrics_pb2
@@ -180,12 +181,18 @@ def attribute_pairs(attributes: Iterable[Any]) -> list[tuple[str, str]]:
     return pairs
 
 
-def normalize_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+def normalize_pairs(pairs: Iterable[tuple[str, str]],
+                    cache: dict[str, str] | None = None) -> dict[str, str]:
     """Normalised label -> value; keys colliding after normalisation have their values joined
-    with `;` in the order of the original keys (as the Go translator does)."""
+    with `;` in the order of the original keys (as the Go translator does). `cache` memoises
+    `normalize_label` (bounded by the caller's key space)."""
     out: dict[str, str] = {}
     for key, value in sorted(pairs):
-        name = normalize_label(key)
+        name = cache.get(key) if cache is not None else None
+        if name is None:
+            name = normalize_label(key)
+            if cache is not None and len(cache) < 10_000:
+                cache[key] = name
         out[name] = f"{out[name]};{value}" if name in out else value
     return out
 
@@ -260,13 +267,14 @@ class LabelSet:
     TimeSeries; the parts around the insertion points are joined once per data point.
     """
 
-    __slots__ = ("_cache", "_encs", "_names")
+    __slots__ = ("_cache", "_encs", "_names", "extra")
 
     def __init__(self, labels: Mapping[str, str], encode: Callable[[str, str], bytes]):
         names = sorted(n for n in labels if n != NAME_LABEL)
         self._names = names
         self._encs = [encode(n, labels[n]) for n in names]
         self._cache: dict[str, tuple[bytes, bytes, bytes]] = {}
+        self.extra: dict[Any, Any] = {}  # per-type caches of derived label bytes
 
     def _split(self, extra: str) -> tuple[bytes, bytes, bytes]:
         """(before __name__, between __name__ and extra, after extra), excluding `extra`."""
@@ -294,6 +302,11 @@ class SeriesSink:
     """Receives what `SeriesBuilder` produces. Methods take encoded label bytes."""
 
     def sample(self, labels: bytes, value: float, ts_ms: int) -> None: ...
+
+    def samples(self, series: list[bytes], values: list[float], ts_ms: int) -> None:
+        """Several series sharing one timestamp (histogram buckets)."""
+        for labels, value in zip(series, values, strict=True):
+            self.sample(labels, value, ts_ms)
 
     def exemplar(self, labels: bytes, exemplar: bytes) -> None: ...
 
@@ -345,7 +358,8 @@ class SeriesBuilder:
         self._name_cache: dict[tuple[str, str, str | None], str] = {}
         self._float_cache: dict[float, str] = {}
         self._set_cache: dict[tuple, LabelSet] = {}
-        self._number_cache: dict[tuple[int, str, bytes], tuple[bytes, bool]] = {}
+        self._number_cache: dict[tuple[int, str], dict[bytes, tuple[bytes, bool]]] = {}
+        self._normalized: dict[str, str] = {}
         self._base_ids: dict[tuple, int] = {}
 
     # -- small caches -----------------------------------------------------------------------
@@ -418,14 +432,19 @@ class SeriesBuilder:
         label_set = LabelSet(labels, self.encode_label)
         sink.sample(label_set.encoded(self.encode_label(NAME_LABEL, name)), 1.0, ts_ms)
 
-    def _point_labels(self, pairs: tuple[tuple[str, str], ...], base: dict[str, str]) -> LabelSet:
+    def _labels_of(self, pairs: tuple[tuple[str, str], ...], base: dict[str, str]) -> dict:
+        """Resource labels, then point attributes, job/instance back on top, then external
+        labels where not already set (the Go translator's precedence)."""
         labels = dict(base)
         if pairs:
-            labels.update(normalize_pairs(pairs))
+            labels.update(normalize_pairs(pairs, self._normalized))
             labels.update((k, v) for k, v in base.items() if k in ("job", "instance"))
         for key, value in self.s.external_labels.items():
             labels.setdefault(key, value)
-        return LabelSet(labels, self.encode_label)
+        return labels
+
+    def _point_labels(self, pairs: tuple[tuple[str, str], ...], base: dict[str, str]) -> LabelSet:
+        return LabelSet(self._labels_of(pairs, base), self.encode_label)
 
     def _metric(self, metric: Any, base: dict[str, str], base_key: tuple, sink: SeriesSink,
                 result: TranslationResult) -> int:
@@ -470,55 +489,69 @@ class SeriesBuilder:
         wire bytes; the label cache is keyed on the bytes after them (attributes + flags), so
         attributes are only walked the first time a series is seen.
         """
-        cache = self._number_cache
-        base_id = self._base_ids.setdefault(base_key, len(self._base_ids))
+        key = (self._base_ids.setdefault(base_key, len(self._base_ids)), name)
+        cache = self._number_cache.get(key)
+        if cache is None or len(cache) > self.CACHE_LIMIT:
+            cache = self._number_cache[key] = {}
         name_enc = self.encode_label(NAME_LABEL, name)
         sample = sink.sample
         points = data.data_points
         buf = data.SerializeToString()
-        pos, end, index, latest = 0, len(buf), -1, 0
+        pos, end, index, latest, last_ns, ts = 0, len(buf), -1, 0, -1, 0
         while pos < end and buf[pos] == 0x0A:  # data_points (field 1) come first
-            length, pos = _read_varint(buf, pos + 1)
-            i, stop, ts, value = pos, pos + length, 0, 0.0
-            pos = stop
+            length = buf[pos + 1]
+            if length < 0x80:
+                pos += 2
+            else:
+                length, pos = _read_varint(buf, pos + 1)
+            i = pos
+            pos += length
             index += 1
-            while i < stop:
-                tag = buf[i]
-                if tag == 0x19:
-                    ts = _U64(buf, i + 1)[0]
-                elif tag == 0x21:
-                    value = _F64(buf, i + 1)[0]
-                elif tag == 0x31:
-                    value = float(_I64(buf, i + 1)[0])
-                elif tag != 0x11:
-                    break
+            ns, value = 0, 0.0
+            # start_time (0x11), time (0x19), as_double (0x21) | exemplars (0x2A), as_int (0x31)
+            if i < pos and buf[i] == 0x11:
                 i += 9
-            has_exemplars = i < stop and buf[i] == 0x2A  # they sit between as_double, as_int
+            if i < pos and buf[i] == 0x19:
+                ns = _U64(buf, i + 1)[0]
+                i += 9
+            tag = buf[i] if i < pos else 0
+            if tag == 0x21:
+                value = _F64(buf, i + 1)[0]
+                i += 9
+                tag = buf[i] if i < pos else 0
+            has_exemplars = tag == 0x2A
             if has_exemplars:
                 dp = points[index]
                 value = self._value(dp)
-                rest = b"".join(kv.SerializeToString() for kv in dp.attributes)
+                rest = b"".join([kv.SerializeToString() for kv in dp.attributes])
                 rest += b"\x01" if dp.flags & NO_RECORDED_VALUE else b""
             else:
-                rest = buf[i:stop]
-            key = (base_id, name, rest)
-            hit = cache.get(key)
+                if tag == 0x31:
+                    value = float(_I64(buf, i + 1)[0])
+                    i += 9
+                rest = buf[i:pos]
+            hit = cache.get(rest)
             if hit is None:
-                if len(cache) > self.CACHE_LIMIT:
-                    cache.clear()
                 dp = points[index]
-                pairs = tuple(attribute_pairs(dp.attributes))
-                hit = cache[key] = (self._point_labels(pairs, base).encoded(name_enc),
-                                    bool(dp.flags & NO_RECORDED_VALUE))
-            labels = hit[0]
-            ts //= 1_000_000
-            sample(labels, STALE_NAN if hit[1] else value, ts)
+                hit = cache[rest] = (self._number_labels(dp, base, name),
+                                     bool(dp.flags & NO_RECORDED_VALUE))
+            labels, stale = hit
+            if ns != last_ns:
+                last_ns, ts = ns, ns // 1_000_000
+                if ts > latest:
+                    latest = ts
+            sample(labels, STALE_NAN if stale else value, ts)
             if has_exemplars:
                 for ex in points[index].exemplars:
                     sink.exemplar(labels, self.encode_exemplar(ex))
-            if ts > latest:
-                latest = ts
         return latest
+
+    def _number_labels(self, dp: Any, base: dict[str, str], name: str) -> bytes:
+        """The encoded, sorted labels of a new gauge/sum series, `__name__` included."""
+        labels = self._labels_of(tuple(attribute_pairs(dp.attributes)), base)
+        labels[NAME_LABEL] = name
+        encode = self.encode_label
+        return b"".join([encode(k, labels[k]) for k in sorted(labels)])
 
     # -- per type ---------------------------------------------------------------------------
 
@@ -529,32 +562,41 @@ class SeriesBuilder:
 
     def _emit_histogram(self, dp: Any, name: str, labels: LabelSet, ts: int,
                         sink: SeriesSink) -> None:
-        stale = bool(dp.flags & NO_RECORDED_VALUE)
-        enc_label = self.encode_label
-        bucket_name = enc_label(NAME_LABEL, name + "_bucket")
-        bounds = dp.explicit_bounds
-        counts = dp.bucket_counts
-        cumulative = 0
-        bucket_labels = []
-        for i in range(min(len(bounds), len(counts))):
-            cumulative += counts[i]
-            enc = labels.encoded(bucket_name, "le", enc_label("le", self.float_label(bounds[i])))
-            bucket_labels.append((bounds[i], enc))
-            sink.sample(enc, STALE_NAN if stale else float(cumulative), ts)
-        inf = labels.encoded(bucket_name, "le", enc_label("le", "+Inf"))
-        bucket_labels.append((math.inf, inf))
-        sink.sample(inf, STALE_NAN if stale else float(dp.count), ts)
-        if dp.HasField("sum"):
-            sink.sample(labels.encoded(enc_label(NAME_LABEL, name + "_sum")),
-                        STALE_NAN if stale else dp.sum, ts)
-        sink.sample(labels.encoded(enc_label(NAME_LABEL, name + "_count")),
-                    STALE_NAN if stale else float(dp.count), ts)
-        for ex in dp.exemplars:
-            value = ex.as_double if ex.WhichOneof("value") == "as_double" else float(ex.as_int)
-            for bound, enc in bucket_labels:
-                if value <= bound:
-                    sink.exemplar(enc, self.encode_exemplar(ex))
-                    break
+        """`_bucket{le}` (cumulative, `+Inf` = count), `_sum` (when set), `_count`; exemplars
+        go to the first bucket whose bound holds their value."""
+        bounds = tuple(dp.explicit_bounds)
+        key = (name, bounds)
+        encs = labels.extra.get(key)
+        if encs is None:
+            encs = labels.extra[key] = self._histogram_labels(labels, name, bounds)
+        counts = list(dp.bucket_counts)
+        n = min(len(bounds), len(counts))
+        if dp.flags & NO_RECORDED_VALUE:
+            values = [STALE_NAN] * (n + 3)
+        else:
+            values = [float(c) for c in accumulate(counts[:n])]
+            values += (float(dp.count), dp.sum, float(dp.count))
+        series = [*encs[0][:n], *encs[1:]]
+        if not dp.HasField("sum"):
+            del series[-2], values[-2]
+        sink.samples(series, values, ts)
+        if dp.exemplars:
+            buckets = [*zip(bounds[:n], encs[0][:n], strict=True), (math.inf, encs[1])]
+            for ex in dp.exemplars:
+                value = ex.as_double if ex.WhichOneof("value") == "as_double" else float(ex.as_int)
+                enc = next(enc for bound, enc in buckets if value <= bound)
+                sink.exemplar(enc, self.encode_exemplar(ex))
+
+    def _histogram_labels(self, labels: LabelSet, name: str,
+                          bounds: tuple[float, ...]) -> tuple[list[bytes], bytes, bytes, bytes]:
+        """(bucket label bytes per bound, +Inf bucket, _sum, _count)."""
+        enc = self.encode_label
+        bucket_name = enc(NAME_LABEL, name + "_bucket")
+        buckets = [labels.encoded(bucket_name, "le", enc("le", self.float_label(b)))
+                   for b in bounds]
+        return (buckets, labels.encoded(bucket_name, "le", enc("le", "+Inf")),
+                labels.encoded(enc(NAME_LABEL, name + "_sum")),
+                labels.encoded(enc(NAME_LABEL, name + "_count")))
 
     def _emit_summary(self, dp: Any, name: str, labels: LabelSet, ts: int,
                       sink: SeriesSink) -> None:
@@ -666,7 +708,8 @@ class RemoteWriteEncoder(SeriesSink):
     __slots__ = ("_exemplars", "_histograms", "_last_ts", "_metadata", "_series")
 
     def __init__(self) -> None:
-        self._series: dict[bytes, list[bytes]] = {}
+        # labels -> one encoded Sample (bytes), or a list of them once a second one arrives
+        self._series: dict[bytes, bytes | list[bytes]] = {}
         self._exemplars: dict[bytes, list[bytes]] = {}
         self._histograms: dict[bytes, list[tuple[int, bytes]]] = {}
         self._metadata: dict[str, bytes] = {}
@@ -678,19 +721,36 @@ class RemoteWriteEncoder(SeriesSink):
             tail = b"\x10" + varint(ts_ms) if ts_ms else b""
             last = self._last_ts = (ts_ms, bytes((0x12, 9 + len(tail), 0x09)), tail)
         encoded = last[1] + _DOUBLE(value) + last[2]
-        samples = self._series.get(labels)
-        if samples is None:
-            self._series[labels] = [encoded]
+        store = self._series
+        existing = store.get(labels)
+        if existing is None:
+            store[labels] = encoded
+        elif type(existing) is bytes:
+            store[labels] = [existing, encoded]
         else:
-            samples.append(encoded)
+            existing.append(encoded)
+
+    def samples(self, series: list[bytes], values: list[float], ts_ms: int) -> None:
+        self.sample(series[0], values[0], ts_ms)  # refreshes the timestamp parts
+        _, head, tail = self._last_ts
+        store = self._series
+        for labels, value in zip(series[1:], values[1:], strict=True):
+            encoded = head + _DOUBLE(value) + tail
+            existing = store.get(labels)
+            if existing is None:
+                store[labels] = encoded
+            elif type(existing) is bytes:
+                store[labels] = [existing, encoded]
+            else:
+                existing.append(encoded)
 
     def exemplar(self, labels: bytes, exemplar: bytes) -> None:
         self._exemplars.setdefault(labels, []).append(_field_bytes(0x1A, exemplar))
-        self._series.setdefault(labels, [])
+        self._series.setdefault(labels, b"")
 
     def histogram(self, labels: bytes, histogram: bytes, ts_ms: int) -> None:
         self._histograms.setdefault(labels, []).append((ts_ms, _field_bytes(0x22, histogram)))
-        self._series.setdefault(labels, [])
+        self._series.setdefault(labels, b"")
 
     def metadata(self, kind: str, family: str, help_text: str, unit: str) -> None:
         if family in self._metadata:
@@ -714,8 +774,8 @@ class RemoteWriteEncoder(SeriesSink):
         size = 0
         exemplars, histograms = self._exemplars, self._histograms
         for labels, samples in self._series.items():
-            if len(samples) == 1:
-                body = labels + samples[0]
+            if type(samples) is bytes:
+                body = labels + samples
             else:
                 body = labels + b"".join(sorted(samples, key=_sample_ts))
             if exemplars and labels in exemplars:
@@ -723,7 +783,12 @@ class RemoteWriteEncoder(SeriesSink):
             if histograms and labels in histograms:
                 body += b"".join([h for _, h in sorted(histograms[labels], key=_first)])
             n = len(body)
-            head = bytes((0x0A, n)) if n < 0x80 else b"\x0a" + varint(n)
+            if n < 0x80:
+                head = bytes((0x0A, n))
+            elif n < 0x4000:
+                head = bytes((0x0A, (n & 0x7F) | 0x80, n >> 7))
+            else:
+                head = b"\x0a" + varint(n)
             if parts and size + n + len(head) > max_bytes:
                 out.append(b"".join(parts))
                 parts, size = [], 0
