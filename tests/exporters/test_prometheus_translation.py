@@ -367,4 +367,4 @@ def test_histogram_without_sum_and_stale():
     assert series[(("__name__", "h_count"),)][0] == (2.0, TS_MS)
     assert len(series[(("__name__", "h_sum"),)]) == 1  # only the stale point carried a sum
     assert all(math.isnan(v) for v, _ in series[(("__name__", "h_sum"),)])
-    assert [v for v, _ in series[(("__name__", "h_bucket"), ("le", "1"))]][0] == 1.0
+    assert series[(("__name__", "h_bucket"), ("le", "1"))][0] == (1.0, TS_MS)

@@ -493,7 +493,6 @@ class SeriesBuilder:
         cache = self._number_cache.get(key)
         if cache is None or len(cache) > self.CACHE_LIMIT:
             cache = self._number_cache[key] = {}
-        name_enc = self.encode_label(NAME_LABEL, name)
         sample = sink.sample
         points = data.data_points
         buf = data.SerializeToString()
