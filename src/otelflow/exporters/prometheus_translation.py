@@ -351,6 +351,8 @@ class SeriesBuilder:
     """
 
     CACHE_LIMIT = 50_000
+    SERIES_CACHE_LIMIT = 200_000
+    """Series whose labels are cached (all metrics, all resources); over it, all are dropped."""
 
     def __init__(self, settings: TranslationSettings):
         self.s = settings
@@ -361,6 +363,7 @@ class SeriesBuilder:
         self._number_cache: dict[tuple[int, str], dict[bytes, tuple[bytes, bool]]] = {}
         self._normalized: dict[str, str] = {}
         self._base_ids: dict[tuple, int] = {}
+        self._cached_series = 0
 
     # -- small caches -----------------------------------------------------------------------
 
@@ -489,9 +492,13 @@ class SeriesBuilder:
         wire bytes; the label cache is keyed on the bytes after them (attributes + flags), so
         attributes are only walked the first time a series is seen.
         """
+        if self._cached_series > self.SERIES_CACHE_LIMIT:
+            self._number_cache.clear()
+            self._base_ids.clear()
+            self._cached_series = 0
         key = (self._base_ids.setdefault(base_key, len(self._base_ids)), name)
         cache = self._number_cache.get(key)
-        if cache is None or len(cache) > self.CACHE_LIMIT:
+        if cache is None:
             cache = self._number_cache[key] = {}
         sample = sink.sample
         points = data.data_points
@@ -531,6 +538,7 @@ class SeriesBuilder:
                 rest = buf[i:pos]
             hit = cache.get(rest)
             if hit is None:
+                self._cached_series += 1
                 dp = points[index]
                 hit = cache[rest] = (self._number_labels(dp, base, name),
                                      bool(dp.flags & NO_RECORDED_VALUE))
