@@ -15,7 +15,11 @@ from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExp
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import (
+    ExplicitBucketHistogramAggregation,
+    ExponentialBucketHistogramAggregation,
+    View,
+)
 from opentelemetry.sdk.resources import Resource
 
 from otelflow.testing.process import CollectorProcess, free_port
@@ -33,7 +37,8 @@ def prometheus(tmp_path):
     log = (tmp_path / "prometheus.log").open("wb")
     proc = subprocess.Popen(
         [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver"],
+         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver",
+         "--enable-feature=native-histograms"],
         stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -98,7 +103,9 @@ def send_with_sdk(port: int) -> None:
                                   "deployment.environment": "test"}),
         metric_readers=[reader],
         views=[View(instrument_name="request.duration",
-                    aggregation=ExplicitBucketHistogramAggregation([10, 20, 30, 40]))])
+                    aggregation=ExplicitBucketHistogramAggregation([10, 20, 30, 40])),
+               View(instrument_name="payload.size",
+                    aggregation=ExponentialBucketHistogramAggregation())])
     meter = provider.get_meter("test")
     orders = meter.create_counter("orders", unit="{order}")
     orders.add(3, {"payment.method": "card"})
@@ -115,6 +122,9 @@ def send_with_sdk(port: int) -> None:
     duration = meter.create_histogram("request.duration", unit="ms")
     for value in [5, 5, 15, 15, 15, 15, 25, 25, 25, 25]:
         duration.record(value, {"http.route": "/pay"})
+    payload = meter.create_histogram("payload.size", unit="By")
+    for i in range(1, 101):
+        payload.record(i * 10.0, {"topic": "t1"})
     assert provider.force_flush(10_000)
     provider.shutdown()
 
@@ -160,3 +170,25 @@ def test_sdk_metrics_land_in_prometheus(prometheus):
     assert {k: labels[k] for k in ("__name__", "deployment_environment", *common)} == {
         "__name__": "target_info", "deployment_environment": "test", **common}
     assert not {"service_name", "service_instance_id"} & set(labels)
+
+
+def test_exponential_histogram_is_a_native_histogram(prometheus):
+    """The SDK's exponential histogram (values 10, 20, ... 1000) arrives as a Prometheus
+    native histogram: count, sum and quantiles within the bucket resolution."""
+    port = free_port()
+    with CollectorProcess(COLLECTOR.format(port=port, prometheus=prometheus),
+                          wait_port=port) as collector:
+        send_with_sdk(port)
+        deadline = time.monotonic() + 15
+        while not query(prometheus, "histogram_count(payload_size_bytes)"):
+            assert time.monotonic() < deadline, collector.logs()
+            time.sleep(0.1)
+    (row,) = query(prometheus, "histogram_count(payload_size_bytes)")
+    assert row["metric"] == {"job": "shop/checkout", "instance": "i-1", "cluster": "ci",
+                             "topic": "t1"}
+    assert float(row["value"][1]) == 100.0
+    (row,) = query(prometheus, "histogram_sum(payload_size_bytes)")
+    assert float(row["value"][1]) == 50500.0
+    for q, exact in ((0.5, 500.0), (0.9, 900.0)):
+        (row,) = query(prometheus, f"histogram_quantile({q}, payload_size_bytes)")
+        assert float(row["value"][1]) == pytest.approx(exact, rel=0.05)

@@ -368,3 +368,32 @@ def test_histogram_without_sum_and_stale():
     assert len(series[(("__name__", "h_sum"),)]) == 1  # only the stale point carried a sum
     assert all(math.isnan(v) for v, _ in series[(("__name__", "h_sum"),)])
     assert series[(("__name__", "h_bucket"), ("le", "1"))][0] == (1.0, TS_MS)
+
+
+def test_exponential_histogram_scale_above_8_is_merged_down():
+    req, scope = request({})
+    metric = scope.metrics.add(name="x")
+    metric.exponential_histogram.aggregation_temporality = 2
+    dp = metric.exponential_histogram.data_points.add(time_unix_nano=TS, count=15, scale=10)
+    dp.positive.offset = 3
+    dp.positive.bucket_counts.extend([1, 2, 3, 4, 5])  # indices 3..7 -> 0, 1, 1, 1, 1 at 8
+    enc = RemoteWriteEncoder()
+    SeriesBuilder(TranslationSettings()).build(req, enc)
+    ts, = remote_pb2.WriteRequest.FromString(enc.requests(10**6)[0]).timeseries
+    h, = ts.histograms
+    assert h.schema == 8
+    assert [(s.offset, s.length) for s in h.positive_spans] == [(1, 2)]
+    assert list(h.positive_deltas) == [1, 13]
+
+
+def test_exponential_histogram_scale_below_minus_4_is_refused_per_point():
+    req, scope = request({})
+    metric = scope.metrics.add(name="x")
+    metric.exponential_histogram.aggregation_temporality = 2
+    metric.exponential_histogram.data_points.add(time_unix_nano=TS, count=1, scale=-5)
+    metric.exponential_histogram.data_points.add(time_unix_nano=TS, count=1, scale=0)
+    enc = RemoteWriteEncoder()
+    result = SeriesBuilder(TranslationSettings()).build(req, enc)
+    assert (result.points, result.dropped) == (1, 1)
+    assert "scale -5 is below -4" in result.errors[0]
+    assert enc.series_count == 1

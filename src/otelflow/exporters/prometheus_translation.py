@@ -479,7 +479,13 @@ class SeriesBuilder:
                     sets.clear()
                 label_set = sets[key] = self._point_labels(key[1:], base)
             ts = dp.time_unix_nano // 1_000_000
-            emit(dp, name, label_set, ts, sink)
+            try:
+                emit(dp, name, label_set, ts, sink)
+            except ValueError as exc:  # a point Prometheus cannot represent
+                result.points -= 1
+                result.dropped += 1
+                result.errors.append(f"metric {metric.name!r}: {exc}")
+                continue
             if ts > latest:
                 latest = ts
         return latest
