@@ -284,7 +284,7 @@ async def test_delta_sum_points_refused_and_counted(server):
     finally:
         await chain.shutdown()
     assert counter_value(metrics, "otelflow_dropped_items", component=EID,
-                         otel_signal="metrics", reason="unsupported_temporality") == 1
+                         otel_signal="metrics", reason="unsupported_metric") == 1
     names = {label.value for ts in server.accepted[0].timeseries for label in ts.labels
              if label.name == "__name__"}
     assert names == {"jobs_total"}

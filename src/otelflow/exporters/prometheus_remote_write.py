@@ -201,7 +201,7 @@ class PrometheusRemoteWriteExporter(Exporter):
         result = self.builder.build(batch.message, encoder)
         if result.dropped:
             self._failed_translations.inc()
-            self.metrics.dropped(self.id, Signal.METRICS, "unsupported_temporality",
+            self.metrics.dropped(self.id, Signal.METRICS, "unsupported_metric",
                                  result.dropped)
             self.log.warning("metric points dropped in translation", points=result.dropped,
                              errors=result.errors[:5])

@@ -263,8 +263,8 @@ NAME_LABEL = "__name__"
 class LabelSet:
     """The sorted, encoded labels of one data point, ready to take `__name__` (+ `le`/`quantile`).
 
-    `encoded(name)` / `encoded(name, extra_name, extra_value)` return the label bytes of a
-    TimeSeries; the parts around the insertion points are joined once per data point.
+    `encoded(name_enc)` / `encoded(name_enc, "le", le_enc)` return the label bytes of a
+    TimeSeries; the parts around the insertion points are joined once per label set.
     """
 
     __slots__ = ("_cache", "_encs", "_names", "extra")
@@ -318,20 +318,18 @@ class SeriesSink:
 class TranslationSettings:
     """What shapes the translation (set from the exporter config)."""
 
-    __slots__ = ("add_suffixes", "export_created", "external_labels", "namespace",
-                 "resource_to_telemetry", "send_metadata", "target_info")
+    __slots__ = ("add_suffixes", "external_labels", "namespace", "resource_to_telemetry",
+                 "send_metadata", "target_info")
 
     def __init__(self, namespace: str = "", external_labels: Mapping[str, str] | None = None,
                  resource_to_telemetry: bool = False, target_info: bool = True,
-                 add_suffixes: bool = True, send_metadata: bool = False,
-                 export_created: bool = False):
+                 add_suffixes: bool = True, send_metadata: bool = False):
         self.namespace = namespace
         self.external_labels = {normalize_label(k): v for k, v in (external_labels or {}).items()}
         self.resource_to_telemetry = resource_to_telemetry
         self.target_info = target_info
         self.add_suffixes = add_suffixes
         self.send_metadata = send_metadata
-        self.export_created = export_created
 
 
 class TranslationResult:
@@ -417,10 +415,9 @@ class SeriesBuilder:
             for metric in sm.metrics:
                 latest = max(latest, self._metric(metric, base, base_key, sink, result))
         if self.s.target_info and latest:
-            self._target_info(resource_pairs, base, latest, sink)
+            self._target_info(resource_pairs, latest, sink)
 
-    def _target_info(self, pairs: list[tuple[str, str]], base: dict[str, str], ts_ms: int,
-                     sink: SeriesSink) -> None:
+    def _target_info(self, pairs: list[tuple[str, str]], ts_ms: int, sink: SeriesSink) -> None:
         """`target_info` = 1 with the non-identifying resource attributes + job/instance."""
         rest = [(k, v) for k, v in pairs if k not in IDENTIFYING]
         if not rest:
