@@ -51,11 +51,12 @@ def counter_request(n: int, start: int = 0, ts_ns: int | None = None):
 
 
 class RemoteWriteServer:
-    """A local remote-write endpoint: scripted statuses first, then 200; decodes every body."""
+    """A local remote-write endpoint: `script` maps attempt numbers (0-based) to a scripted
+    (status, headers, text) answer; every other attempt is decoded and accepted."""
 
-    def __init__(self, port: int, script: list[tuple[int, dict[str, str], str]] | None = None):
+    def __init__(self, port: int, script: dict[int, tuple[int, dict[str, str], str]] | None = None):
         self.port = port
-        self.script = list(script or [])
+        self.script = dict(script or {})
         self.attempts: list[float] = []
         self.accepted: list[remote_pb2.WriteRequest] = []
         self.headers: list[dict[str, str]] = []
@@ -66,11 +67,12 @@ class RemoteWriteServer:
         return f"http://127.0.0.1:{self.port}/api/v1/write"
 
     async def handle(self, request: web.Request) -> web.Response:
+        attempt = len(self.attempts)
         self.attempts.append(time.monotonic())
         self.headers.append(dict(request.headers))
         body = await request.read()
-        if self.script:
-            status, headers, text = self.script.pop(0)
+        if attempt in self.script:
+            status, headers, text = self.script[attempt]
             return web.Response(status=status, headers=headers, text=text)
         raw = cramjam.snappy.decompress_raw(body).read()
         self.accepted.append(remote_pb2.WriteRequest.FromString(raw))
@@ -194,10 +196,29 @@ async def test_split_under_max_batch_size(server):
     assert len(server.samples()) == 200
 
 
+async def test_retry_resends_only_the_failed_requests():
+    srv = RemoteWriteServer(free_port(), {1: (503, {}, "busy")})  # the 2nd request fails once
+    await srv.start()
+    metrics = SelfMetrics()
+    chain, _ = make_chain(srv.url, metrics, max_batch_size_bytes=2000,
+                          target_info={"enabled": False})
+    await chain.start(None)
+    try:
+        await chain.consume(Batch.of(counter_request(200)))
+        await chain.shutdown(time.monotonic() + 5)
+    finally:
+        await srv.stop()
+    assert len(srv.samples()) == 200
+    assert sum(len(r.timeseries) for r in srv.accepted) == 200  # nothing sent twice
+    assert len(srv.attempts) == len(srv.accepted) + 1
+    assert counter_value(metrics, "otelcol_exporter_prometheusremotewrite_translated_time_series",
+                         exporter=EID) == 200
+
+
 # -- faults --------------------------------------------------------------------------------
 
 async def test_500_then_200_delivered_once():
-    srv = RemoteWriteServer(free_port(), [(500, {}, "boom")])
+    srv = RemoteWriteServer(free_port(), {0: (500, {}, "boom")})
     await srv.start()
     metrics = SelfMetrics()
     chain, _ = make_chain(srv.url, metrics)
@@ -214,7 +235,7 @@ async def test_500_then_200_delivered_once():
 
 
 async def test_429_retry_after_is_honoured():
-    srv = RemoteWriteServer(free_port(), [(429, {"Retry-After": "1"}, "slow down")])
+    srv = RemoteWriteServer(free_port(), {0: (429, {"Retry-After": "1"}, "slow down")})
     await srv.start()
     chain, _ = make_chain(srv.url, SelfMetrics())
     await chain.start(None)
@@ -228,7 +249,7 @@ async def test_429_retry_after_is_honoured():
 
 
 async def test_400_dropped_counted_not_retried():
-    srv = RemoteWriteServer(free_port(), [(400, {}, "out of order sample")] * 3)
+    srv = RemoteWriteServer(free_port(), {i: (400, {}, "out of order sample") for i in range(3)})
     await srv.start()
     metrics = SelfMetrics()
     chain, _ = make_chain(srv.url, metrics, remote_write_queue={"enabled": False})

@@ -42,6 +42,8 @@ from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.exporterhelper import ExporterSettings, QueueSettings, RetrySettings
 
 MAX_RESPONSE_BODY = 4 << 20
+MAX_RETRY_ENTRIES = 64
+"""Batches whose failed requests are kept for the chain's next retry."""
 RESERVED_HEADERS = ("content-encoding", "content-type", "x-prometheus-remote-write-version",
                     "user-agent")
 
@@ -163,6 +165,7 @@ class PrometheusRemoteWriteExporter(Exporter):
                         "X-Prometheus-Remote-Write-Version": "0.1.0",
                         "User-Agent": f"otelflow/{__version__}"}
         self._session: aiohttp.ClientSession | None = None
+        self._retry_bodies: dict[int, tuple[Batch, list[bytes]]] = {}
         override = config.tls.server_name_override
         self._request_options = {"server_hostname": override} if override else {}
         self._failed_translations = self.metrics.counter(
@@ -210,22 +213,39 @@ class PrometheusRemoteWriteExporter(Exporter):
                 for body in encoder.requests(self.config.max_batch_size_bytes)]
 
     async def export(self, batch: Batch) -> None:
-        bodies = self.encode(batch)
+        """Send every request of the batch; a retry of the same batch re-sends only the
+        requests that failed (translation and counting happen once)."""
+        pending = self._retry_bodies.pop(id(batch), None)
+        bodies = pending[1] if pending and pending[0] is batch else self.encode(batch)
         if not bodies:
             return
         if len(bodies) == 1:
-            await self._post(bodies[0])
+            results: list[BaseException | None] = [await self._try_post(bodies[0])]
+        else:
+            limit = asyncio.Semaphore(self.config.remote_write_queue.num_consumers)
+
+            async def send(body: bytes) -> BaseException | None:
+                async with limit:
+                    return await self._try_post(body)
+
+            results = await asyncio.gather(*(send(b) for b in bodies))
+        errors = [e for e in results if e is not None]
+        if not errors:
             return
-        limit = asyncio.Semaphore(self.config.remote_write_queue.num_consumers)
+        error = _combine(errors)
+        if isinstance(error, RetryableError):
+            failed = [b for b, e in zip(bodies, results, strict=True) if e is not None]
+            self._retry_bodies[id(batch)] = (batch, failed)
+            while len(self._retry_bodies) > MAX_RETRY_ENTRIES:  # given up on by the chain
+                self._retry_bodies.pop(next(iter(self._retry_bodies)))
+        raise error
 
-        async def send(body: bytes) -> None:
-            async with limit:
-                await self._post(body)
-
-        results = await asyncio.gather(*(send(b) for b in bodies), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise _combine(errors)
+    async def _try_post(self, body: bytes) -> BaseException | None:
+        try:
+            await self._post(body)
+        except (PermanentError, RetryableError) as exc:
+            return exc
+        return None
 
     async def _post(self, body: bytes) -> None:
         if self._session is None:
@@ -253,8 +273,9 @@ def _combine(errors: list[BaseException]) -> BaseException:
     for exc in errors:
         if isinstance(exc, PermanentError):
             return exc
-    retryable = [e for e in errors if isinstance(e, RetryableError)]
-    if len(retryable) != len(errors):
-        return next(e for e in errors if not isinstance(e, RetryableError))
-    delays = [e.retry_after for e in retryable if e.retry_after is not None]
-    return RetryableError(str(retryable[0]), max(delays) if delays else None)
+    if len(errors) == 1:
+        return errors[0]
+    delays = [e.retry_after for e in errors
+              if isinstance(e, RetryableError) and e.retry_after is not None]
+    return RetryableError(f"{len(errors)} requests failed, first: {errors[0]}",
+                          max(delays) if delays else None)
