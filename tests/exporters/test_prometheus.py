@@ -13,17 +13,22 @@ import urllib.request
 import aiohttp
 import pytest
 import structlog
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
 
 from otelflow.component import ComponentID, CreateSettings, Kind
 from otelflow.exporters.prometheus import FACTORY, Config, PrometheusExporter
 from otelflow.pdata import Batch
 from otelflow.registry import Registry
 from otelflow.telemetry.metrics import SelfMetrics
-from otelflow.testing.process import free_port
+from otelflow.testing.process import CollectorProcess, free_port
 
 TS = 1_700_000_000_000_000_000
 
@@ -174,26 +179,58 @@ def query(base: str, promql: str) -> list[dict]:
         return []
 
 
-async def test_scraped_by_real_prometheus(prometheus_scraping):
+COLLECTOR = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc}
+exporters:
+  prometheus:
+    endpoint: 127.0.0.1:{target}
+    const_labels:
+      env: ci
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics: {{receivers: [otlp], exporters: [prometheus]}}
+"""
+
+
+def send_with_sdk(port: int) -> None:
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"127.0.0.1:{port}", insecure=True),
+        export_interval_millis=3_600_000)
+    provider = MeterProvider(resource=Resource.create({"service.name": "shop",
+                                                       "service.instance.id": "i-9"}),
+                             metric_readers=[reader],
+                             views=[View(instrument_name="latency", aggregation=(
+                                 ExplicitBucketHistogramAggregation([0.5, 1])))])
+    meter = provider.get_meter("test")
+    meter.create_counter("orders", unit="{order}").add(7, {"method": "card"})
+    latency = meter.create_histogram("latency", unit="s")
+    for value in (0.2, 0.7, 3.0):
+        latency.record(value)
+    assert provider.force_flush(10_000)
+    provider.shutdown()
+
+
+def test_sdk_to_collector_scraped_by_real_prometheus(prometheus_scraping):
+    """SDK -> OTLP gRPC -> otelflow (prometheus exporter, from YAML) <- scraped by Prometheus."""
     base, target = prometheus_scraping
-    exporter = make()
-    exporter.config = exporter.config.model_copy(update={"endpoint": f"127.0.0.1:{target}"})
-    await exporter.start(None)
-    try:
-        await exporter.export(Batch.of(sample_request(7)))
+    grpc = free_port()
+    with CollectorProcess(COLLECTOR.format(grpc=grpc, target=target), wait_port=grpc) as proc:
+        send_with_sdk(grpc)
         deadline = time.monotonic() + 20
-        rows: list[dict] = []
-        while time.monotonic() < deadline:
-            rows = await asyncio.to_thread(query, base, "orders_total")
-            if rows:
-                break
-            await asyncio.sleep(0.25)
-        buckets = await asyncio.to_thread(query, base, "latency_seconds_bucket")
-    finally:
-        await exporter.shutdown()
+        while not (rows := query(base, "orders_total")):
+            assert time.monotonic() < deadline, proc.logs()
+            time.sleep(0.25)
+        buckets = query(base, "latency_seconds_bucket")
     (row,) = rows
-    assert row["metric"] == {"__name__": "orders_total", "job": "shop",
-                             "instance": f"127.0.0.1:{target}", "method": 'card\n"x"'}
+    assert row["metric"] == {"__name__": "orders_total", "job": "shop", "env": "ci",
+                             "instance": "i-9", "method": "card"}  # honor_labels: true
     assert float(row["value"][1]) == 7.0
     assert {r["metric"]["le"]: float(r["value"][1]) for r in buckets} == {
         "0.5": 1.0, "1": 2.0, "+Inf": 3.0}

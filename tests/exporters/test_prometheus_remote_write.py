@@ -54,9 +54,12 @@ class RemoteWriteServer:
     """A local remote-write endpoint: `script` maps attempt numbers (0-based) to a scripted
     (status, headers, text) answer; every other attempt is decoded and accepted."""
 
-    def __init__(self, port: int, script: dict[int, tuple[int, dict[str, str], str]] | None = None):
+    def __init__(self, port: int, script: dict[int, tuple[int, dict[str, str], str]] | None = None,
+                 delay: float = 0.0):
         self.port = port
         self.script = dict(script or {})
+        self.delay = delay
+        self.in_flight = self.max_in_flight = 0
         self.attempts: list[float] = []
         self.accepted: list[remote_pb2.WriteRequest] = []
         self.headers: list[dict[str, str]] = []
@@ -71,6 +74,11 @@ class RemoteWriteServer:
         self.attempts.append(time.monotonic())
         self.headers.append(dict(request.headers))
         body = await request.read()
+        if self.delay:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            await asyncio.sleep(self.delay)
+            self.in_flight -= 1
         if attempt in self.script:
             status, headers, text = self.script[attempt]
             return web.Response(status=status, headers=headers, text=text)
@@ -194,6 +202,25 @@ async def test_split_under_max_batch_size(server):
     assert len(server.accepted) > 5
     assert all(len(r.SerializeToString()) <= 2000 for r in server.accepted)
     assert len(server.samples()) == 200
+
+
+async def test_requests_of_one_export_go_out_num_consumers_at_a_time():
+    srv = RemoteWriteServer(free_port(), delay=0.2)
+    await srv.start()
+    chain, _ = make_chain(srv.url, SelfMetrics(), max_batch_size_bytes=1000,
+                          target_info={"enabled": False}, remote_write_queue={"num_consumers": 4})
+    await chain.start(None)
+    try:
+        started = time.monotonic()
+        await chain.consume(Batch.of(counter_request(200)))
+        await chain.shutdown(time.monotonic() + 10)
+        elapsed = time.monotonic() - started
+    finally:
+        await srv.stop()
+    requests = len(srv.accepted)
+    assert requests >= 12 and len(srv.samples()) == 200
+    assert srv.max_in_flight == 4
+    assert elapsed < requests * 0.2 / 2  # sequential sending would take requests * 0.2 s
 
 
 async def test_retry_resends_only_the_failed_requests():
