@@ -27,6 +27,8 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "file": "otelflow.exporters.file",
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
+        "prometheus": "otelflow.exporters.prometheus",
+        "prometheusremotewrite": "otelflow.exporters.prometheus_remote_write",
     },
     Kind.EXTENSION: {},
 }
