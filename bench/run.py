@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 from loadgen import build_pool  # noqa: E402
-from loadgen import parse_args as loadgen_args
+from loadgen import parse_args as loadgen_args  # noqa: E402
 from sink import probe_trace_id  # noqa: E402
 
 from otelflow.pdata import Signal  # noqa: E402
