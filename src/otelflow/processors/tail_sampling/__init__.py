@@ -137,7 +137,8 @@ class TailSamplingProcessor(Processor):
         self._not_sampled_cache: LRU[str] = LRU(cache.non_sampled_cache_size)
         # Without a cache, Go keeps decided traces in its num_traces buffer: remember as many.
         self._decided: OrderedDict[bytes, tuple[bool, float]] = OrderedDict()
-        self._tick = min(1.0, max(0.01, config.decision_wait / 4))
+        waits = [w for w in (config.decision_wait, config.decision_wait_after_root_received) if w]
+        self._tick = min(1.0, max(0.01, min(waits) / 4))  # Go ticks every second
         self._space = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
