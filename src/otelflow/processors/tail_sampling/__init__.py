@@ -16,24 +16,26 @@ import time
 from collections import OrderedDict, defaultdict, deque
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from pydantic import Field, model_validator
 
-from otelflow.component import CreateSettings, Factory, Kind, Processor
+from otelflow.component import CreateSettings, Factory, Kind, PermanentError, Processor
 from otelflow.config.types import ByteSize, ConfigModel, Duration
 from otelflow.pdata import Batch, Signal
 from otelflow.processors.tail_sampling.cache import LRU
 from otelflow.processors.tail_sampling.policies import (
     DECISION_LABELS,
     DROPPED,
+    NOT_SAMPLED,
     SAMPLED,
     Composite,
     Evaluator,
     PolicyCfg,
     build_evaluator,
     final_decision,
-    fragment_size,
 )
+from otelflow.processors.tail_sampling.wire import Fragment, WireError, split_by_trace
 
 # -- config -------------------------------------------------------------------------------
 
@@ -87,12 +89,11 @@ POLICY_ATTR = "tailsampling.policy"
 COMPOSITE_ATTR = "tailsampling.composite_policy"
 CACHED_ATTR = "tailsampling.cached_decision"
 CHUNK = 1000  # traces decided between two yields to the event loop
-Fragment = tuple[Any, list[tuple[Any, list[Any]]]]  # (resource_spans, [(scope_spans, spans)])
-Release = tuple[Fragment, str | None, str | None, bool]  # fragment, policy, composite, cached
+Release = tuple[bytes, int]  # encoded ExportTraceServiceRequest fragment(s), span count
 
 
 class _Trace:
-    """A pending trace: the received fragments and what the decision needs to know."""
+    """A pending trace: its encoded fragments and what the decision needs to know."""
 
     __slots__ = ("arrival", "decided", "fragments", "size", "span_count", "trace_id")
 
@@ -101,8 +102,22 @@ class _Trace:
         self.arrival = arrival
         self.span_count = 0
         self.size = 0
-        self.fragments: list[Fragment] = []
+        self.fragments: list[bytes] = []
         self.decided = False
+
+
+class _View:
+    """A trace parsed for the policies (`policies.TraceView`); owns its message."""
+
+    __slots__ = ("fragments", "message", "span_count", "trace_id", "wire_size")
+
+    def __init__(self, trace: _Trace, data: bytes):
+        self.trace_id = trace.trace_id
+        self.span_count = trace.span_count
+        self.wire_size = len(data)
+        self.message = ExportTraceServiceRequest.FromString(data)
+        self.fragments = [(rs, [(ss, list(ss.spans)) for ss in rs.scope_spans])
+                          for rs in self.message.resource_spans]
 
 
 class _Policy:
@@ -125,10 +140,10 @@ class TailSamplingProcessor(Processor):
         self.config = config
         self.id = str(settings.id)
         self.log = settings.logger
-        self._metrics = _Metrics(settings, self.id)
         policies = [_Policy(p, settings.id.name) for p in config.policies]
         # drop policies first: their decision wins, so they may end evaluation early (as Go)
         self._policies = [p for p in policies if p.is_drop] + [p for p in policies if not p.is_drop]
+        self._metrics = _Metrics(settings, self.id, len(self._policies))
         self._pending: dict[bytes, _Trace] = {}
         self._queue: deque[_Trace] = deque()  # arrival order: decision_wait deadlines
         self._roots: deque[tuple[float, _Trace]] = deque()  # root-span deadlines (monotone)
@@ -167,7 +182,7 @@ class TailSamplingProcessor(Processor):
         if self.config.drop_pending_traces_on_shutdown:
             dropped = sum(t.span_count for t in self._pending.values())
             if dropped:
-                self._metrics.dropped_on_shutdown(dropped)
+                self._metrics.dropped(dropped, "pending_on_shutdown")
             self._pending.clear()
             self._queue.clear()
             self._roots.clear()
@@ -184,44 +199,36 @@ class TailSamplingProcessor(Processor):
     # -- ingestion --------------------------------------------------------------------
 
     async def consume(self, batch: Batch) -> None:
+        raw = batch.unchanged_bytes
+        if raw is None:
+            raw = batch.to_bytes()
         now = time.monotonic()
         release: list[Release] = []
         received = 0
-        for rs in batch.message.resource_spans:
-            by_trace: dict[bytes, list[tuple[Any, list[Any]]]] = {}
-            for ss in rs.scope_spans:
-                local: dict[bytes, list[Any]] = {}
-                for span in ss.spans:
-                    tid = span.trace_id
-                    spans = local.get(tid)
-                    if spans is None:
-                        local[tid] = [span]
-                    else:
-                        spans.append(span)
-                for tid, spans in local.items():
-                    scopes = by_trace.get(tid)
-                    if scopes is None:
-                        by_trace[tid] = [(ss, spans)]
-                    else:
-                        scopes.append((ss, spans))
-            for tid, scopes in by_trace.items():
-                count = 0
-                for _ss, spans in scopes:
-                    count += len(spans)
-                received += count
-                if (self.config.block_on_overflow and tid not in self._pending
-                        and len(self._pending) >= self.config.num_traces):
+        pending, limit = self._pending, self.config.num_traces
+        block = self.config.block_on_overflow
+        try:
+            for tid, fragment in split_by_trace(raw, self._find_roots):
+                received += fragment.spans
+                if block and tid not in pending and len(pending) >= limit:
                     await self._wait_for_space()
-                self._ingest(tid, (rs, scopes), count, now, release)
-        self._metrics.incoming(received)
+                self._ingest(tid, fragment, now, release)
+        except WireError as exc:
+            raise PermanentError(f"malformed trace data: {exc}") from exc
+        finally:
+            self._metrics.incoming(received)
         if release:
             await self._send(release)
 
-    def _ingest(self, tid: bytes, fragment: Fragment, count: int, now: float,
+    @property
+    def _find_roots(self) -> bool:
+        return bool(self.config.decision_wait_after_root_received)
+
+    def _ingest(self, tid: bytes, fragment: Fragment, now: float,
                 release: list[Release]) -> None:
         trace = self._pending.get(tid)
         if trace is None:
-            if self._late(tid, fragment, count, now, release):
+            if self._late(tid, fragment, now, release):
                 return
             if len(self._pending) >= self.config.num_traces:
                 self._evict_oldest(now, release)
@@ -229,27 +236,31 @@ class TailSamplingProcessor(Processor):
             self._pending[tid] = trace
             self._queue.append(trace)
             self._metrics.new_traces += 1
-        trace.fragments.append(fragment)
-        trace.span_count += count
-        if self.config.decision_wait_after_root_received and _has_root(fragment):
+        trace.fragments.append(fragment.data)
+        trace.span_count += fragment.spans
+        if fragment.root and self._find_roots:
             self._roots.append((now + self.config.decision_wait_after_root_received, trace))
         limit = self.config.maximum_trace_size_bytes
         if limit:
-            trace.size += fragment_size(*fragment)
+            trace.size += fragment.body_size
             if trace.size > limit:
                 self._metrics.too_large += 1
-                self._settle(trace, DROPPED, None, now)
+                self._settle(trace, NOT_SAMPLED, None, now)
+                trace.fragments = []
 
-    def _late(self, tid: bytes, fragment: Fragment, count: int, now: float,
-              release: list[Release]) -> bool:
+    def _late(self, tid: bytes, fragment: Fragment, now: float, release: list[Release]) -> bool:
         """Spans of an already decided trace follow its decision. True when handled."""
         policy = self._sampled_cache.get(tid)
         if policy is not None:
-            self._metrics.early_release(True, count)
-            release.append((fragment, policy or None, None, True))
+            self._metrics.early_release(True, fragment.spans)
+            data = fragment.data
+            if self.config.record_policy:
+                data = _with_attrs(ExportTraceServiceRequest.FromString(data),
+                                   _record_attrs(policy, None, cached=True))
+            release.append((data, fragment.spans))
             return True
         if self._not_sampled_cache.get(tid) is not None:
-            self._metrics.early_release(False, count)
+            self._metrics.early_release(False, fragment.spans)
             return True
         decided = self._decided.get(tid)
         if decided is None:
@@ -257,7 +268,7 @@ class TailSamplingProcessor(Processor):
         sampled, when = decided
         self._metrics.late_span_age.observe(int(now - when))
         if sampled:
-            release.append((fragment, None, None, False))
+            release.append((fragment.data, fragment.spans))
         return True
 
     def _evict_oldest(self, now: float, release: list[Release]) -> None:
@@ -266,10 +277,7 @@ class TailSamplingProcessor(Processor):
             oldest = self._queue.popleft()
             if not oldest.decided:
                 self._metrics.dropped_too_early += 1
-                decision, policy, tag = self._evaluate(oldest)
-                self._settle(oldest, decision, policy, now)
-                if decision == SAMPLED:
-                    release.extend(self._fragments_of(oldest, policy, tag))
+                self._decide(oldest, now, release)
                 return
 
     async def _wait_for_space(self) -> None:
@@ -292,12 +300,8 @@ class TailSamplingProcessor(Processor):
         for start in range(0, len(due), CHUNK):
             release: list[Release] = []
             for trace in due[start:start + CHUNK]:
-                if trace.decided:
-                    continue
-                decision, policy, tag = self._evaluate(trace)
-                self._settle(trace, decision, policy, now)
-                if decision == SAMPLED:
-                    release.extend(self._fragments_of(trace, policy, tag))
+                if not trace.decided:
+                    self._decide(trace, now, release)
             self._metrics.flush_policies(self._policies)
             if release:
                 await self._send(release)
@@ -306,37 +310,57 @@ class TailSamplingProcessor(Processor):
         self._space.set()
         self._metrics.tick(time.perf_counter() - started, len(self._pending))
 
-    def _evaluate(self, trace: _Trace) -> tuple[int, str | None, str | None]:
+    def _decide(self, trace: _Trace, now: float, release: list[Release]) -> None:
+        """Evaluate, settle and (when sampled) queue the trace's spans for release."""
+        data = b"".join(trace.fragments)
+        trace.fragments = []
+        try:
+            view = _View(trace, data)
+        except DecodeError as exc:  # cannot happen for bytes split from a parsed request
+            self.log.error("cannot decode buffered trace", error=str(exc))
+            self._settle(trace, NOT_SAMPLED, None, now)
+            self._metrics.dropped(trace.span_count, "decode_error")
+            return
+        decision, policy, composite = self._evaluate(view)
+        self._settle(trace, decision, policy, now)
+        if decision == SAMPLED:
+            if self.config.record_policy:
+                data = _with_attrs(view.message, _record_attrs(policy, composite, cached=False))
+            release.append((data, trace.span_count))
+
+    def _evaluate(self, trace: _View) -> tuple[int, str | None, str | None]:
         """Run the policies as Go does: (final decision, deciding policy, composite sub-policy)."""
         first: dict[int, str] = {}
-        tags: dict[str, str | None] = {}
+        composite: dict[str, str | None] = {}
         on_first_match = self.config.sample_on_first_match
-        counts = self._metrics.policy_counts
+        counts, spent = self._metrics.policy_counts, self._metrics.policy_time
+        n = trace.span_count
+        clock = time.perf_counter
         for i, policy in enumerate(self._policies):
-            began = time.perf_counter()
+            began = clock()
             try:
                 decision = policy.evaluator.evaluate(trace)
             except Exception as exc:
                 self._metrics.evaluation_errors += 1
+                self._metrics.policy_errors[i] += 1
                 self.log.debug("sampling policy error", policy=policy.name, error=repr(exc))
                 continue
             finally:
-                spent = self._metrics.policy_time[i]
-                spent[0] += time.perf_counter() - began
-                spent[1] += 1
-            counts[(i, decision)][0] += 1
-            counts[(i, decision)][1] += trace.span_count
+                spent[i] += clock() - began
+            row = counts[i]
+            row[decision] += 1
+            row[decision + 8] += n
             if decision not in first:
                 first[decision] = policy.name
                 if isinstance(policy.evaluator, Composite):
-                    tags[policy.name] = policy.evaluator.tag
+                    composite[policy.name] = policy.evaluator.tag
             if decision == DROPPED or (on_first_match and decision == SAMPLED):
                 break
         decision, policy_name = final_decision(first)
-        return decision, policy_name, tags.get(policy_name) if policy_name else None
+        return decision, policy_name, composite.get(policy_name) if policy_name else None
 
     def _settle(self, trace: _Trace, decision: int, policy: str | None, now: float) -> None:
-        """Record a final decision and forget the trace's spans (the caller releases them)."""
+        """Record a final decision and forget the trace (the caller releases its spans)."""
         trace.decided = True
         self._pending.pop(trace.trace_id, None)
         self._metrics.global_decisions[decision] += 1
@@ -349,37 +373,18 @@ class TailSamplingProcessor(Processor):
             if len(self._decided) > self.config.num_traces:
                 self._decided.popitem(last=False)
 
-    @staticmethod
-    def _fragments_of(trace: _Trace, policy: str | None, tag: str | None) -> list[Release]:
-        fragments, trace.fragments = trace.fragments, []
-        return [(fragment, policy, tag, False) for fragment in fragments]
-
     # -- release ----------------------------------------------------------------------
 
     async def _send(self, release: list[Release]) -> None:
-        """Build one request from released fragments (whole traces) and pass it on."""
-        out = ExportTraceServiceRequest()
-        spans = 0
-        record = self.config.record_policy
-        for fragment, policy, composite, cached in release:
-            attrs = _record_attrs(policy, composite, cached) if record else ()
-            spans += _append(out, fragment, attrs)
-        if not spans:
-            return
+        """Pass released traces on as one request (whole traces, never split)."""
+        spans = sum(n for _data, n in release)
+        batch = Batch(Signal.TRACES, raw=b"".join(data for data, _n in release))
         self._metrics.outgoing(spans)
         try:
-            await self.next_consumer.consume(Batch.of(out))
+            await self.next_consumer.consume(batch)
         except Exception as exc:
-            self._metrics.send_failed(spans)
+            self._metrics.dropped(spans, "downstream_error")
             self.log.warning("error sending spans to destination", error=str(exc))
-
-
-def _has_root(fragment: Fragment) -> bool:
-    for _ss, spans in fragment[1]:
-        for span in spans:
-            if not span.parent_span_id:
-                return True
-    return False
 
 
 def _record_attrs(policy: str | None, composite: str | None,
@@ -395,27 +400,13 @@ def _record_attrs(policy: str | None, composite: str | None,
     return attrs
 
 
-def _append(out: ExportTraceServiceRequest, fragment: Fragment,
-            attrs: list[tuple[str, str | bool]] | tuple = ()) -> int:
-    """Copy one fragment into `out` as its own ResourceSpans; returns the span count."""
-    rs, scopes = fragment
-    out_rs = out.resource_spans.add()
-    out_rs.resource.CopyFrom(rs.resource)
-    if rs.schema_url:
-        out_rs.schema_url = rs.schema_url
-    n = 0
-    for ss, spans in scopes:
-        out_ss = out_rs.scope_spans.add()
-        out_ss.scope.CopyFrom(ss.scope)
-        if ss.schema_url:
-            out_ss.schema_url = ss.schema_url
-        add = out_ss.spans.add
-        for span in spans:
-            add().CopyFrom(span)
-        n += len(spans)
-        for key, value in attrs:
-            _put_attr(out_ss.scope.attributes, key, value)
-    return n
+def _with_attrs(message: ExportTraceServiceRequest, attrs: list[tuple[str, str | bool]]) -> bytes:
+    """Set the attributes on every scope of `message` (owned by the caller); encoded."""
+    for rs in message.resource_spans:
+        for ss in rs.scope_spans:
+            for key, value in attrs:
+                _put_attr(ss.scope.attributes, key, value)
+    return message.SerializeToString()
 
 
 def _put_attr(attributes: Any, key: str, value: str | bool) -> None:
@@ -435,7 +426,7 @@ def _put_attr(attributes: Any, key: str, value: str | bool) -> None:
 class _Metrics:
     """The Go processor's self-metrics, aggregated per tick where they are per trace."""
 
-    def __init__(self, settings: CreateSettings, component: str):
+    def __init__(self, settings: CreateSettings, component: str, policies: int):
         m = self.m = settings.metrics
         self.component = component
         p = "otelcol_processor_tail_sampling_"
@@ -483,8 +474,10 @@ class _Metrics:
         self.evaluation_errors = 0
         self.dropped_too_early = 0
         self.too_large = 0
-        self.policy_counts: defaultdict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
-        self.policy_time: defaultdict[int, list[float]] = defaultdict(lambda: [0.0, 0])
+        # per policy: traces by decision in [0:8], their spans in [8:16]; seconds spent
+        self.policy_counts = [[0] * 16 for _ in range(policies)]
+        self.policy_time = [0.0] * policies
+        self.policy_errors = [0] * policies
         self.global_decisions: defaultdict[int, int] = defaultdict(int)
 
     def incoming(self, spans: int) -> None:
@@ -494,25 +487,27 @@ class _Metrics:
     def outgoing(self, spans: int) -> None:
         self.m.processor_items(self.component, Signal.TRACES, 0, spans)
 
-    def send_failed(self, spans: int) -> None:
-        self.m.dropped(self.component, Signal.TRACES, "downstream_error", spans)
-
-    def dropped_on_shutdown(self, spans: int) -> None:
-        self.m.dropped(self.component, Signal.TRACES, "pending_on_shutdown", spans)
+    def dropped(self, spans: int, reason: str) -> None:
+        self.m.dropped(self.component, Signal.TRACES, reason, spans)
 
     def early_release(self, sampled: bool, spans: int) -> None:
         self._early.labels(self.component, "true" if sampled else "false").inc(spans)
 
     def flush_policies(self, policies: list[_Policy]) -> None:
-        for (i, decision), (traces, spans) in self.policy_counts.items():
-            labels = (self.component, policies[i].label, *DECISION_LABELS[decision])
-            self._traces.labels(*labels).inc(traces)
-            self._spans.labels(*labels).inc(spans)
-        self.policy_counts.clear()
-        for i, (seconds, runs) in self.policy_time.items():
-            self._exec_sum.labels(self.component, policies[i].label).inc(int(seconds * 1e6))
-            self._exec_count.labels(self.component, policies[i].label).inc(runs)
-        self.policy_time.clear()
+        for i, row in enumerate(self.policy_counts):
+            label = policies[i].label
+            for decision, traces in enumerate(row[:8]):
+                if traces:
+                    labels = (self.component, label, *DECISION_LABELS[decision])
+                    self._traces.labels(*labels).inc(traces)
+                    self._spans.labels(*labels).inc(row[decision + 8])
+            runs = sum(row[:8]) + self.policy_errors[i]
+            if runs:
+                self._exec_sum.labels(self.component, label).inc(int(self.policy_time[i] * 1e6))
+                self._exec_count.labels(self.component, label).inc(runs)
+            row[:] = [0] * 16
+        self.policy_time = [0.0] * len(self.policy_time)
+        self.policy_errors = [0] * len(self.policy_errors)
         for decision, n in self.global_decisions.items():
             self._global.labels(self.component, *DECISION_LABELS[decision]).inc(n)
         self.global_decisions.clear()

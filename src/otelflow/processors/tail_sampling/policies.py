@@ -38,14 +38,16 @@ STATUS_CODES = {"UNSET": 0, "OK": 1, "ERROR": 2}
 
 
 class TraceView(Protocol):
-    """What a policy sees of a trace: its id, span count and the spans grouped as received.
+    """What a policy sees of a trace: its id, span count, encoded size and spans as received.
 
     `fragments` is a list of `(resource_spans, [(scope_spans, [span, ...]), ...])`, one entry
-    per received request and resource; the protobufs are shared and must not be changed.
+    per received request and resource. `wire_size` is the size of the trace encoded as one
+    export request (Go's TracesSize).
     """
 
     trace_id: bytes
     span_count: int
+    wire_size: int
     fragments: list[tuple[Any, list[tuple[Any, list[Any]]]]]
 
 
@@ -505,32 +507,6 @@ class RateLimiting:
         return SAMPLED if self.bucket.allow(trace.span_count) else NOT_SAMPLED
 
 
-def _len_delimited(size: int, present: bool = True) -> int:
-    """Wire size of a length-delimited field with a one-byte tag."""
-    return 1 + _varint_len(size) + size if present else 0
-
-
-def _varint_len(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
-
-
-def fragment_size(rs: Any, scopes: list[tuple[Any, list[Any]]]) -> int:
-    """Wire size of one ResourceSpans holding only these scopes and spans."""
-    size = _len_delimited(rs.resource.ByteSize(), rs.HasField("resource"))
-    size += _len_delimited(len(rs.schema_url.encode()), bool(rs.schema_url))
-    for ss, spans in scopes:
-        inner = _len_delimited(ss.scope.ByteSize(), ss.HasField("scope"))
-        inner += _len_delimited(len(ss.schema_url.encode()), bool(ss.schema_url))
-        inner += sum(_len_delimited(span.ByteSize()) for span in spans)
-        size += _len_delimited(inner)
-    return size
-
-
-def trace_size(trace: TraceView) -> int:
-    """Wire size of the trace as one export request of its received fragments (Go's TracesSize)."""
-    return sum(_len_delimited(fragment_size(rs, scopes)) for rs, scopes in trace.fragments)
-
-
 class BytesLimiting:
     __slots__ = ("bucket",)
 
@@ -539,7 +515,7 @@ class BytesLimiting:
         self.bucket = TokenBucket(cfg.bytes_per_second, burst, clock)
 
     def evaluate(self, trace: TraceView) -> int:
-        return SAMPLED if self.bucket.allow(trace_size(trace)) else NOT_SAMPLED
+        return SAMPLED if self.bucket.allow(trace.wire_size) else NOT_SAMPLED
 
 
 class SpanCount:
