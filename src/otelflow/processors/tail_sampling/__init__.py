@@ -121,12 +121,13 @@ class _View:
 
 
 class _Policy:
-    __slots__ = ("evaluator", "is_drop", "label", "name")
+    __slots__ = ("evaluator", "is_composite", "is_drop", "label", "name")
 
     def __init__(self, cfg: PolicyCfg, component_name: str):
         self.name = cfg.name
         self.evaluator: Evaluator = build_evaluator(cfg)
         self.is_drop = cfg.type == "drop"
+        self.is_composite = isinstance(self.evaluator, Composite)
         self.label = f"{component_name}.{cfg.name}" if component_name else cfg.name
 
 
@@ -208,11 +209,11 @@ class TailSamplingProcessor(Processor):
         pending, limit = self._pending, self.config.num_traces
         block = self.config.block_on_overflow
         try:
-            for tid, fragment in split_by_trace(raw, self._find_roots):
-                received += fragment.spans
-                if block and tid not in pending and len(pending) >= limit:
+            for fragment in split_by_trace(raw, self._find_roots):
+                received += fragment[3]
+                if block and fragment[0] not in pending and len(pending) >= limit:
                     await self._wait_for_space()
-                self._ingest(tid, fragment, now, release)
+                self._ingest(fragment, now, release)
         except WireError as exc:
             raise PermanentError(f"malformed trace data: {exc}") from exc
         finally:
@@ -224,11 +225,11 @@ class TailSamplingProcessor(Processor):
     def _find_roots(self) -> bool:
         return bool(self.config.decision_wait_after_root_received)
 
-    def _ingest(self, tid: bytes, fragment: Fragment, now: float,
-                release: list[Release]) -> None:
+    def _ingest(self, fragment: Fragment, now: float, release: list[Release]) -> None:
+        tid, data, body_size, count, root = fragment
         trace = self._pending.get(tid)
         if trace is None:
-            if self._late(tid, fragment, now, release):
+            if self._late(tid, data, count, now, release):
                 return
             if len(self._pending) >= self.config.num_traces:
                 self._evict_oldest(now, release)
@@ -236,31 +237,31 @@ class TailSamplingProcessor(Processor):
             self._pending[tid] = trace
             self._queue.append(trace)
             self._metrics.new_traces += 1
-        trace.fragments.append(fragment.data)
-        trace.span_count += fragment.spans
-        if fragment.root and self._find_roots:
+        trace.fragments.append(data)
+        trace.span_count += count
+        if root:
             self._roots.append((now + self.config.decision_wait_after_root_received, trace))
         limit = self.config.maximum_trace_size_bytes
         if limit:
-            trace.size += fragment.body_size
+            trace.size += body_size
             if trace.size > limit:
                 self._metrics.too_large += 1
                 self._settle(trace, NOT_SAMPLED, None, now)
                 trace.fragments = []
 
-    def _late(self, tid: bytes, fragment: Fragment, now: float, release: list[Release]) -> bool:
+    def _late(self, tid: bytes, data: bytes, count: int, now: float,
+              release: list[Release]) -> bool:
         """Spans of an already decided trace follow its decision. True when handled."""
         policy = self._sampled_cache.get(tid)
         if policy is not None:
-            self._metrics.early_release(True, fragment.spans)
-            data = fragment.data
+            self._metrics.early_release(True, count)
             if self.config.record_policy:
                 data = _with_attrs(ExportTraceServiceRequest.FromString(data),
                                    _record_attrs(policy, None, cached=True))
-            release.append((data, fragment.spans))
+            release.append((data, count))
             return True
         if self._not_sampled_cache.get(tid) is not None:
-            self._metrics.early_release(False, fragment.spans)
+            self._metrics.early_release(False, count)
             return True
         decided = self._decided.get(tid)
         if decided is None:
@@ -268,7 +269,7 @@ class TailSamplingProcessor(Processor):
         sampled, when = decided
         self._metrics.late_span_age.observe(int(now - when))
         if sampled:
-            release.append((fragment.data, fragment.spans))
+            release.append((data, count))
         return True
 
     def _evict_oldest(self, now: float, release: list[Release]) -> None:
@@ -352,7 +353,7 @@ class TailSamplingProcessor(Processor):
             row[decision + 8] += n
             if decision not in first:
                 first[decision] = policy.name
-                if isinstance(policy.evaluator, Composite):
+                if policy.is_composite:
                     composite[policy.name] = policy.evaluator.tag
             if decision == DROPPED or (on_first_match and decision == SAMPLED):
                 break

@@ -329,7 +329,11 @@ class AlwaysSample:
 
 
 class Latency:
-    """Duration from the earliest start to the latest end, checked as spans are walked (Go)."""
+    """Duration from the earliest start to the latest end, checked as spans are walked (Go).
+
+    Without an upper bound the running duration only grows, so checking once at the end gives
+    the same answer; with one, an early prefix of the spans may already match, as in Go.
+    """
 
     __slots__ = ("lower", "upper")
 
@@ -347,16 +351,16 @@ class Latency:
                         lo = start
                     if hi == 0 or end > hi:
                         hi = end
-                    ms = _trunc_div(hi - lo, 1_000_000)
-                    if (ms >= lower) if upper == 0 else (lower < ms <= upper):
+                    if upper and lower < _millis(hi - lo) <= upper:
                         return SAMPLED
+        if not upper and trace.span_count and _millis(hi - lo) >= lower:
+            return SAMPLED
         return NOT_SAMPLED
 
 
-def _trunc_div(a: int, b: int) -> int:
-    """Integer division truncating toward zero, like Go."""
-    q = abs(a) // b
-    return q if a >= 0 else -q
+def _millis(nanos: int) -> int:
+    """Whole milliseconds, truncated toward zero (Go's Duration.Milliseconds)."""
+    return nanos // 1_000_000 if nanos >= 0 else -(-nanos // 1_000_000)
 
 
 class NumericAttribute:

@@ -49,9 +49,13 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def frame(tag: int, body: bytes) -> bytes:
-    """A length-delimited field: tag, length, body."""
-    return bytes((tag,)) + varint(len(body)) + body
+def tag_length(tag: int, n: int) -> bytes:
+    """The tag and length prefix of a length-delimited field of `n` bytes."""
+    if n < 0x80:
+        return bytes((tag, n))
+    if n < 0x4000:
+        return bytes((tag, (n & 0x7F) | 0x80, n >> 7))
+    return bytes((tag,)) + varint(n)
 
 
 def fields(b: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
@@ -106,76 +110,88 @@ def span_is_root(b: bytes, start: int, end: int) -> bool:
     return True
 
 
-class Fragment:
-    """One trace's spans from one ResourceSpans of a request, as a `resource_spans` frame."""
-
-    __slots__ = ("body_size", "data", "root", "spans")
-
-    def __init__(self, data: bytes, body_size: int, spans: int, root: bool):
-        self.data = data
-        self.body_size = body_size  # the ResourceSpans message size (Go's ResourceSpansSize)
-        self.spans = spans
-        self.root = root
+Fragment = tuple[bytes, bytes, int, int, bool]
+"""(trace id, data, body size, span count, has a root span): one trace's spans from one
+ResourceSpans of a request; `data` is a `resource_spans` field, `body size` the ResourceSpans
+message size (Go's ResourceSpansSize)."""
 
 
-def split_by_trace(raw: bytes, find_roots: bool = False) -> Iterator[tuple[bytes, Fragment]]:
-    """(trace id, fragment) for each trace in each ResourceSpans of an encoded request."""
+def split_by_trace(raw: bytes, find_roots: bool = False) -> Iterator[Fragment]:
+    """One fragment per trace per ResourceSpans of an encoded ExportTraceServiceRequest."""
     for number, wire_type, rs_start, rs_end in fields(raw, 0, len(raw)):
         if number == 1 and wire_type == 2:
             yield from _split_resource(raw, _value_start(raw, rs_start), rs_end, find_roots)
 
 
-def _split_resource(b: bytes, start: int, end: int,
-                    find_roots: bool) -> Iterator[tuple[bytes, Fragment]]:
+def _split_resource(b: bytes, start: int, end: int, find_roots: bool) -> Iterator[Fragment]:
     header: list[bytes] = []  # resource, schema_url (and unknown fields), kept for every trace
-    by_trace: dict[bytes, list] = {}  # trace id -> [scope frames, span count, has root]
+    scopes: list[tuple[bytes, dict[bytes, list]]] = []
     for number, wire_type, f_start, f_end in fields(b, start, end):
-        if number != 2 or wire_type != 2:
+        if number == 2 and wire_type == 2:
+            scopes.append(_split_scope(b, _value_start(b, f_start), f_end, find_roots))
+        else:
             header.append(b[f_start:f_end])
-            continue
-        scope_header, groups = _split_scope(b, _value_start(b, f_start), f_end, find_roots)
-        for trace_id, (frames, count, root) in groups.items():
+    head = b"".join(header)
+    if len(scopes) == 1:  # the usual case: no merging across scopes needed
+        scope_header, groups = scopes[0]
+        for trace_id, (frames, count, root, size) in groups.items():
+            prefix = tag_length(SCOPE_SPANS, len(scope_header) + size)
+            body_size = len(head) + len(prefix) + len(scope_header) + size
+            data = b"".join((tag_length(RESOURCE_SPANS, body_size), head, prefix, scope_header,
+                             *frames))
+            yield trace_id, data, body_size, count, root
+        return
+    by_trace: dict[bytes, list] = {}  # trace id -> [parts, span count, has root, size]
+    for scope_header, groups in scopes:
+        for trace_id, (frames, count, root, size) in groups.items():
             entry = by_trace.get(trace_id)
             if entry is None:
-                entry = by_trace[trace_id] = [[], 0, False]
-            entry[0].append(frame(SCOPE_SPANS, scope_header + b"".join(frames)))
+                entry = by_trace[trace_id] = [[], 0, False, 0]
+            prefix = tag_length(SCOPE_SPANS, len(scope_header) + size)
+            entry[0] += (prefix, scope_header, *frames)
             entry[1] += count
             entry[2] = entry[2] or root
-    head = b"".join(header)
-    for trace_id, (scopes, count, root) in by_trace.items():
-        body = head + b"".join(scopes)
-        yield trace_id, Fragment(frame(RESOURCE_SPANS, body), len(body), count, root)
+            entry[3] += len(prefix) + len(scope_header) + size
+    for trace_id, (parts, count, root, size) in by_trace.items():
+        body_size = len(head) + size
+        data = b"".join((tag_length(RESOURCE_SPANS, body_size), head, *parts))
+        yield trace_id, data, body_size, count, root
 
 
 def _split_scope(b: bytes, start: int, end: int,
                  find_roots: bool) -> tuple[bytes, dict[bytes, list]]:
-    """(scope header bytes, {trace id: [span frames, count, has root]}) of one ScopeSpans."""
+    """(scope header, {trace id: [span frames, count, has root, their size]}) of a ScopeSpans."""
     header: list[bytes] = []
     groups: dict[bytes, list] = {}
     i = start
     while i < end:
-        tag = b[i]
-        if tag != SPANS:
+        if b[i] != SPANS:
             _, _, f_start, f_end = next(fields(b, i, end))
             header.append(b[f_start:f_end])
             i = f_end
             continue
         x = b[i + 1]  # inline the 1- and 2-byte length varints: nearly every span
         if x < 0x80:
-            s, length = i + 2, x
+            s, e = i + 2, i + 2 + x
         elif b[i + 2] < 0x80:
-            s, length = i + 3, (x & 0x7F) | (b[i + 2] << 7)
+            s = i + 3
+            e = s + ((x & 0x7F) | (b[i + 2] << 7))
         else:
             length, s = read_varint(b, i + 1)
-        e = s + length
+            e = s + length
         if e > end:
             raise WireError("span runs past the end of its scope")
-        trace_id = span_trace_id(b, s, e)
+        if b[s] == TRACE_ID and b[s + 1] == 16 and e - s >= 18:
+            trace_id = b[s + 2:s + 18]
+        else:
+            trace_id = span_trace_id(b, s, e)
         group = groups.get(trace_id)
         if group is None:
-            group = groups[trace_id] = [[], 0, False]
-        group[0].append(b[i:e])
-        group[1] += 1
+            group = groups[trace_id] = [[b[i:e]], 1, False, e - i]
+        else:
+            group[0].append(b[i:e])
+            group[1] += 1
+            group[3] += e - i
         if find_roots and not group[2]:
             group[2] = span_is_root(b, s, e)
         i = e
