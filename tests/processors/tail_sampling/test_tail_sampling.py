@@ -6,7 +6,10 @@ import asyncio
 import random
 import time
 
-from otelflow.pdata import Batch
+import pytest
+
+from otelflow.component import PermanentError
+from otelflow.pdata import Batch, Signal
 from otelflow.processors.tail_sampling.policies import fnv1a_64, probabilistic_threshold
 from otelflow.telemetry.metrics import SelfMetrics
 from tests.processors.tail_sampling.ts_builders import make, policy, request, span, tid
@@ -277,3 +280,10 @@ async def test_ten_thousand_interleaved_traces():
                     where.setdefault(int.from_bytes(sp.trace_id, "big"), set()).add(i)
     assert where.keys() == expected
     assert all(len(batches) == 1 for batches in where.values())
+
+
+async def test_malformed_bytes_are_a_permanent_error():
+    proc, sink = make({"decision_wait": "10s", "policies": [ERRORS]})
+    raw = request(span(1, 1)).SerializeToString()
+    with pytest.raises(PermanentError, match="malformed trace data"):
+        await proc.consume(Batch(Signal.TRACES, raw=raw[:-5]))
