@@ -283,7 +283,7 @@ async def test_ten_thousand_interleaved_traces():
 
 
 async def test_malformed_bytes_are_a_permanent_error():
-    proc, sink = make({"decision_wait": "10s", "policies": [ERRORS]})
+    proc, _sink = make({"decision_wait": "10s", "policies": [ERRORS]})
     raw = request(span(1, 1)).SerializeToString()
     with pytest.raises(PermanentError, match="malformed trace data"):
         await proc.consume(Batch(Signal.TRACES, raw=raw[:-5]))
