@@ -195,7 +195,10 @@ class TailSamplingProcessor(Processor):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self._tick)
             if not self._stop.is_set():
-                await self._decide_due(time.monotonic())
+                try:
+                    await self._decide_due(time.monotonic())
+                except Exception as exc:  # keep deciding on later ticks
+                    self.log.error("sampling decision run failed", error=repr(exc))
 
     # -- ingestion --------------------------------------------------------------------
 
@@ -246,7 +249,7 @@ class TailSamplingProcessor(Processor):
             trace.size += body_size
             if trace.size > limit:
                 self._metrics.too_large += 1
-                self._settle(trace, NOT_SAMPLED, None, now)
+                self._settle(trace, NOT_SAMPLED, None, now, counted=False)
                 trace.fragments = []
 
     def _late(self, tid: bytes, data: bytes, count: int, now: float,
@@ -360,11 +363,13 @@ class TailSamplingProcessor(Processor):
         decision, policy_name = final_decision(first)
         return decision, policy_name, composite.get(policy_name) if policy_name else None
 
-    def _settle(self, trace: _Trace, decision: int, policy: str | None, now: float) -> None:
+    def _settle(self, trace: _Trace, decision: int, policy: str | None, now: float,
+                counted: bool = True) -> None:
         """Record a final decision and forget the trace (the caller releases its spans)."""
         trace.decided = True
         self._pending.pop(trace.trace_id, None)
-        self._metrics.global_decisions[decision] += 1
+        if counted:  # in the global count of policy decisions
+            self._metrics.global_decisions[decision] += 1
         sampled = decision == SAMPLED
         cache = self._sampled_cache if sampled else self._not_sampled_cache
         if cache.size > 0:
