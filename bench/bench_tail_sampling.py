@@ -3,15 +3,15 @@
 Throughput: OTLP requests (1,000 spans of 200 traces; each trace's 10 spans split over two
 requests, 5 attributes per span, 5% error traces, 5% slow traces) are parsed from wire bytes
 and fed to `tail_sampling` (decision_wait 2s; status_code ERROR + latency 1000ms +
-probabilistic 10%) for a fixed time; every trace is then decided (shutdown). Figure: spans per
-CPU-second of this process (`time.process_time`), so a busy machine does not skew it. The
-baseline is a pass-through processor fed the same way (parse + feed cost), measured in the
-same run.
+probabilistic 10%): 1,000,000 spans, prepared beforehand, fed as fast as they go, then every
+trace is decided (shutdown). Figure: spans per CPU-second of this process
+(`time.process_time`), so other load on the machine skews it less. The baseline is a
+pass-through processor fed the same requests (parse + feed cost), measured in the same run.
 
 Memory: 50,000 traces x 10 spans held in flight (decision_wait 10 minutes); RSS of the whole
 process after ingesting, and the increase over the RSS before.
 
-    PYTHONPATH=src python bench/bench_tail_sampling.py [--seconds 8] [--runs 3]
+    PYTHONPATH=src python bench/bench_tail_sampling.py [--spans 1000000] [--runs 3]
 """
 
 from __future__ import annotations
@@ -129,28 +129,24 @@ def tail_sampling(sink: NullSink, **overrides) -> Processor:
     return FACTORY.create(settings(SelfMetrics()), cfg, sink)
 
 
-async def feed(processor: Processor, traffic: Traffic, seconds: float) -> tuple[int, float]:
-    """Feed for `seconds`, then shut down (deciding everything). (spans fed, CPU seconds)."""
+async def feed(processor: Processor, requests: list[bytes]) -> float:
+    """Feed every request, then shut down (deciding everything): CPU seconds spent."""
     await processor.start(None)
-    cpu0 = time.process_time()
-    end = time.monotonic() + seconds
-    spans = 0
-    while time.monotonic() < end:
-        for raw in traffic.pair():
-            await processor.consume(Batch.from_bytes(Signal.TRACES, raw))
-            spans += TRACES_PER_PAIR * SPANS_PER_TRACE // 2
-            await asyncio.sleep(0)  # a receiver yields between requests too
+    cpu = time.process_time()
+    for raw in requests:
+        await processor.consume(Batch.from_bytes(Signal.TRACES, raw))
+        await asyncio.sleep(0)  # a receiver yields between requests too
     await processor.shutdown()
-    return spans, time.process_time() - cpu0
+    return time.process_time() - cpu
 
 
-async def throughput(seconds: float) -> dict:
-    traffic = Traffic()
+async def throughput(requests: list[bytes]) -> dict:
+    spans = len(requests) * TRACES_PER_PAIR * SPANS_PER_TRACE // 2
     sink = NullSink()
-    spans, cpu = await feed(tail_sampling(sink, num_traces=200_000), traffic, seconds)
-    base_spans, base_cpu = await feed(Processor(NullSink()), traffic, seconds)
+    cpu = await feed(tail_sampling(sink, num_traces=200_000), requests)
+    base_cpu = await feed(Processor(NullSink()), requests)
     return {"spans": spans, "kept": sink.spans, "rate": spans / cpu,
-            "baseline": base_spans / base_cpu}
+            "baseline": spans / base_cpu}
 
 
 async def memory(traces: int) -> dict:
@@ -177,7 +173,7 @@ async def memory(traces: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--traces", type=int, default=50_000)
     args = parser.parse_args()
@@ -185,9 +181,12 @@ def main() -> None:
     print(f"memory: {mem['in_flight']:,} traces x {SPANS_PER_TRACE} spans in flight: "
           f"RSS {mem['rss'] / 2**20:.0f} MiB total (+{mem['delta'] / 2**20:.0f} MiB); "
           f"deciding them all: {mem['decide_rate']:,.0f} traces/CPU-s")
+    traffic = Traffic()
+    pairs = int(args.spans / (TRACES_PER_PAIR * SPANS_PER_TRACE))
+    requests = [raw for _ in range(pairs) for raw in traffic.pair()]  # fresh trace ids
     runs = []
     for i in range(args.runs):
-        result = asyncio.run(throughput(args.seconds))
+        result = asyncio.run(throughput(requests))
         runs.append(result)
         print(f"run {i + 1}: tail_sampling {result['rate']:,.0f} spans/CPU-s "
               f"({result['spans']:,} spans, {result['kept']:,} kept); pass-through baseline "
