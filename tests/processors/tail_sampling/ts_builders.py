@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
@@ -70,9 +71,11 @@ class Sink:
 
     def __init__(self) -> None:
         self.batches: list[Batch] = []
+        self.times: list[float] = []  # time.monotonic() of each batch
 
     async def consume(self, batch: Batch) -> None:
         self.batches.append(Batch(Signal.TRACES, raw=batch.to_bytes()))
+        self.times.append(time.monotonic())
 
     def spans(self) -> list[Span]:
         return [sp for b in self.batches for rs in b.message.resource_spans
