@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from otelflow.component import Exporter, Factory, Kind
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.config.types import EmptyConfig
 from otelflow.pdata import Signal
 from otelflow.registry import Registry

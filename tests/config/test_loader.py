@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from otelflow.config import load_config, parse_config
+from otelflow.config import load_config
+from otelflow.config.service import parse_config
 from otelflow.config.types import parse_duration, parse_size
 
 BASE = """
