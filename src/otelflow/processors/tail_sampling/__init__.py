@@ -1,11 +1,13 @@
 """`tail_sampling` processor: decide per whole trace, after its spans arrived, which to keep.
 
 Config keys, defaults and decision semantics follow the Go collector's `tail_sampling`
-processor. Spans are grouped by trace id across requests and resources (the received
-protobufs are referenced, not copied); a timer task decides each trace `decision_wait` after
-its first span (or `decision_wait_after_root_received` after its root span) and releases a
-sampled trace's spans downstream together in one batch. Later spans of a decided trace follow
-the decision (decision caches, else a memory of the last `num_traces` decisions).
+processor. Spans are grouped by trace id across requests and resources at the wire level
+(`wire.py`: a pending trace is a few byte strings, not parsed protobufs); a timer task decides
+each trace `decision_wait` after its first span (or `decision_wait_after_root_received` after
+its root span), parsing it once for the policies, and releases a sampled trace's spans
+downstream together in one batch. Later spans of a decided trace follow the decision
+(decision caches, else a memory of the last `num_traces` decisions, like Go's trace buffer).
+When `num_traces` traces are pending, the oldest is decided early on the spans it has.
 """
 
 from __future__ import annotations
