@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from otelflow.component import Kind
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.processors.tail_sampling.policies import Composite, Drop, Latency
 from tests.processors.tail_sampling.ts_builders import make
 
