@@ -23,7 +23,7 @@ receivers:
         endpoint: 127.0.0.1:{port}
 processors:
   tail_sampling:
-    decision_wait: 500ms
+    decision_wait: 1s
     policies:
       - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
       - {{name: slow, type: latency, latency: {{threshold_ms: 1000}}}}
@@ -41,7 +41,10 @@ service:
 
 
 def send_traces(port: int) -> dict[str, int]:
-    """Three traces of three spans each, children exported before their root."""
+    """Three traces of three spans each, spread over several export requests (2 spans each).
+
+    The span that decides a trace (the error child, the slow root) is ended, and so
+    exported, first: a loaded machine cannot then push it past the trace's decision."""
     provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
     provider.add_span_processor(BatchSpanProcessor(
         OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True),
@@ -53,12 +56,15 @@ def send_traces(port: int) -> dict[str, int]:
                                      ("fast", 20, False)):
         root = tracer.start_span(name, start_time=start)
         ctx = set_span_in_context(root)
-        for i in range(2):
-            child = tracer.start_span(f"{name}-child-{i}", context=ctx, start_time=start + i)
-            if error and i == 1:
-                child.set_status(Status(StatusCode.ERROR, "payment declined"))
-            child.end(end_time=start + 5_000_000)
+        children = [tracer.start_span(f"{name}-child-{i}", context=ctx, start_time=start + i)
+                    for i in range(2)]
+        if error:
+            children[1].set_status(Status(StatusCode.ERROR, "payment declined"))
+            children[1].end(end_time=start + 5_000_000)
         root.end(end_time=start + duration_ms * 1_000_000)
+        for child in children:
+            if child.is_recording():
+                child.end(end_time=start + 5_000_000)
         ids[name] = root.get_span_context().trace_id
     provider.shutdown()
     return ids
@@ -81,7 +87,7 @@ def test_error_and_slow_traces_are_exported_fast_ok_trace_is_not(tmp_path):
         deadline = time.monotonic() + 15
         while len(exported_spans(out)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(0.7)  # a wrongly kept fast trace would be decided by now too
+        time.sleep(1.0)  # a wrongly kept fast trace would be decided by now too
         got = exported_spans(out)
         assert collector.stop() == 0, collector.logs()
     assert got == {

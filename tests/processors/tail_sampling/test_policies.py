@@ -13,6 +13,8 @@ from otelflow.processors.tail_sampling.policies import (
     NOT_SAMPLED,
     SAMPLED,
     Composite,
+    Probabilistic,
+    ProbabilisticCfg,
     RateLimiting,
     RateLimitingCfg,
     TokenBucket,
@@ -359,6 +361,11 @@ def test_fnv1a_64_reference_vectors():
     assert fnv1a_64(b"") == 0xCBF29CE484222325
     assert fnv1a_64(b"a") == 0xAF63DC4C8601EC8C
     assert fnv1a_64(b"foobar") == 0x85944171F73967E8
+
+
+def test_probabilistic_default_salt_is_gos():
+    evaluator = Probabilistic(ProbabilisticCfg(sampling_percentage=10))
+    assert evaluator.salted == fnv1a_64(b"default-hash-seed")
 
 
 def test_probabilistic_threshold_matches_go_big_float_math():
