@@ -120,6 +120,7 @@ async def test_memory_is_bounded_and_the_oldest_trace_is_decided_early():
     for i in range(1, 1001):
         await proc.consume(Batch.of(request(span(i, 1, status=2 if i % 10 == 0 else 0))))
         assert len(proc._pending) <= 100
+        assert len(proc._decided) <= 100  # the memory of past decisions is bounded too
     # 900 traces were pushed out early; the error ones among them were still kept
     assert sink.trace_ids() == {i for i in range(10, 901, 10)}
     await proc.shutdown()
