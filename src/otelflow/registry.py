@@ -21,6 +21,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
+        "tail_sampling": "otelflow.processors.tail_sampling",
     },
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
