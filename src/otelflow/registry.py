@@ -14,10 +14,14 @@ from otelflow.config.errors import choices_text, did_you_mean
 
 BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.RECEIVER: {
+        "filelog": "otelflow.receivers.filelog",
+        "hostmetrics": "otelflow.receivers.hostmetrics",
         "otlp": "otelflow.receivers.otlp",
+        "prometheus": "otelflow.receivers.prometheus",
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
+        "tail_sampling": "otelflow.processors.tail_sampling",
     },
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
@@ -26,6 +30,8 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "otlp_grpc": "otelflow.exporters.otlp",
         "otlp_http": "otelflow.exporters.otlphttp",
         "otlphttp": "otelflow.exporters.otlphttp",
+        "prometheus": "otelflow.exporters.prometheus",
+        "prometheusremotewrite": "otelflow.exporters.prometheus_remote_write",
     },
     Kind.EXTENSION: {
         "bearertokenauth": "otelflow.extensions.bearertokenauth",
