@@ -175,3 +175,32 @@ service: {pipelines: {traces: {receivers: [otlp], exporters: [otlphttp]}}}
     text = str(err.value)
     assert "receivers.otlp.protocols.http.tls.key_file: required key is missing" in text
     assert "cert_file and key_file must be set together" in text
+
+
+async def test_sdk_http_exporter_over_https(server, pki, monkeypatch):
+    """The OTel SDK's OTLP/HTTP exporter with the CA (and client certificate under mTLS)."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # requests lets these beat the SDK's CA
+        monkeypatch.delenv(name, raising=False)
+    import asyncio
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    _, http_port, capture, mtls = server
+    client = {"client_certificate_file": str(pki.client_cert),
+              "client_key_file": str(pki.client_key)} if mtls else {}
+    exporter = OTLPSpanExporter(endpoint=f"https://127.0.0.1:{http_port}/v1/traces",
+                                certificate_file=str(pki.ca), timeout=5, **client)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    def send() -> None:
+        with provider.get_tracer("tls").start_as_current_span("over-https"):
+            pass
+        provider.shutdown()
+
+    await asyncio.to_thread(send)
+    await capture.wait_items(1)
+    span = capture.batches[0].message.resource_spans[0].scope_spans[0].spans[0]
+    assert span.name == "over-https"
