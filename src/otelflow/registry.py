@@ -18,6 +18,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
+        "drift": "otelflow.processors.drift",
     },
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
