@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 from collections import defaultdict
@@ -219,6 +220,9 @@ class DriftProcessor(Processor):
         self._fired = settings.metrics.counter(
             "otelflow_drift_alerts", "Drift alerts raised.",
             ("processor", "pipeline", "feature", "detector", "severity"))
+        self._windows = settings.metrics.counter(
+            "otelflow_drift_windows", "Windows evaluated, by detector and verdict.",
+            ("processor", "pipeline", "feature", "detector", "breached"))
         self._samples = settings.metrics.counter(
             "otelflow_drift_samples", "Samples taken by drift features.",
             ("processor", "pipeline", "feature"))
@@ -374,6 +378,8 @@ class DriftProcessor(Processor):
         for detector, breached in result.breaches.items():
             self._score.labels(self.id, self.pipeline, watch.feature.name, gtext,
                                detector).set(scores[detector])
+            self._windows.labels(self.id, self.pipeline, watch.feature.name, detector,
+                                 str(breached).lower()).inc()
             perf = detector == "performance"
             needed = watch.settings.performance.consecutive if perf else watch.consecutive
             change = self.book.observe(
@@ -429,7 +435,7 @@ class DriftProcessor(Processor):
         if self._sender is not None:
             self._sender.notify(alert)
         if self._records is not None:
-            self._records.put_nowait(alert)
+            self._records.put_nowait(dataclasses.replace(alert))  # this state, not a later one
 
     async def _send_records(self, entry: Consumer) -> None:
         assert self._records is not None
