@@ -294,7 +294,8 @@ class DriftProcessor(Processor):
         if self._record_task is not None:
             assert self._records is not None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._records.join(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self._records.join()
             self._record_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._record_task

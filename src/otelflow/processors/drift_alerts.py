@@ -287,9 +287,10 @@ class AlertmanagerSender:
         next_resend = time.monotonic() + interval
         backoff = 0.5
         while True:
-            timeout = max(0.0, next_resend - time.monotonic())
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(max(0.0, next_resend - time.monotonic())):
+                    await self._wake.wait()
             self._wake.clear()
             batch = dict(self._pending)
             if time.monotonic() >= next_resend:
