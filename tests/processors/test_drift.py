@@ -105,7 +105,13 @@ async def test_latency_regression_raises_one_critical_alert_that_resolves():
     assert [a["status"] for a in critical()] == ["firing"]
     assert critical()[0]["alertname"] == "PerformanceRegression"
     assert 0.2 < critical()[0]["value"] < 0.45
+    firing_gauge = lambda: metric_value(proc.metrics, "otelflow_drift_alerts_firing",  # noqa: E731
+                                        severity="critical")
+    assert firing_gauge() == 1
+    assert metric_value(proc.metrics, "otelflow_drift_score", feature="latency",
+                        detector="performance") == pytest.approx(critical()[0]["value"])
     await send(300, 1.0)
+    assert firing_gauge() == 0
     assert [a["status"] for a in critical()] == ["resolved"]
     assert critical()[0]["ends_at"] is not None
     assert len(sink.batches) == 3 * 7  # every batch passed on
@@ -193,6 +199,9 @@ async def test_reload_with_changed_config_starts_new_baseline_and_empties_histor
     changed = DriftConfig.model_validate({**config, "zscore_threshold": 6.0})
     assert await proc.reload(changed) is True
     assert proc.alerts() == [] and proc.streams == {}
+    assert metric_value(proc.metrics, "otelflow_drift_alerts_firing") == 0
+    assert not [s for f in proc.metrics.registry.collect() for s in f.samples
+                if s.name == "otelflow_drift_score"]
     assert proc.watches[0].settings.zscore_threshold == 6.0
     feed_windows(proc, rng.normal(5, 1, 300))  # the new baseline is the shifted data
     assert proc.alerts() == []

@@ -237,6 +237,7 @@ class DriftProcessor(Processor):
         self.config = config
         self.book = AlertBook(config.alert_log_size)
         self.streams: dict[tuple, FeatureStream] = {}
+        self._metric_children: dict[tuple, tuple] = {}
         self._groups: dict[int, int] = defaultdict(int)
         self._group_warned: set[int] = set()
         self.watches = [
@@ -285,7 +286,7 @@ class DriftProcessor(Processor):
         for alert in self.book.resolve_all():
             self._emit("resolved", alert)
         await self._stop_outputs()
-        self._firing.clear()
+        self._clear_gauges()
 
     async def _stop_outputs(self) -> None:
         if self._sender is not None:
@@ -324,8 +325,16 @@ class DriftProcessor(Processor):
         self.streams.clear()
         self._groups.clear()
         self._group_warned.clear()
-        self._score.clear()
-        self._firing.clear()
+        self._clear_gauges()
+
+    def _clear_gauges(self) -> None:
+        """Drop this processor's score gauges (the families are shared) and zero its firing."""
+        for _, _, labels in self._metric_children.values():
+            with contextlib.suppress(KeyError):
+                self._score.remove(*labels)
+        self._metric_children.clear()
+        for severity in ("warning", "critical"):
+            self._firing.labels(self.id, self.pipeline, severity).set(0)
 
     def alerts(self) -> list[dict]:
         """The alert log (health_check `/alerts`); empty once shut down."""
@@ -377,10 +386,9 @@ class DriftProcessor(Processor):
         scores = {"zscore": abs(result.zscore), "ks": result.ks_stat, "psi": result.psi,
                   "performance": result.change}
         for detector, breached in result.breaches.items():
-            self._score.labels(self.id, self.pipeline, watch.feature.name, gtext,
-                               detector).set(scores[detector])
-            self._windows.labels(self.id, self.pipeline, watch.feature.name, detector,
-                                 str(breached).lower()).inc()
+            score, verdicts = self._children(watch, group, gtext, detector)
+            score.set(scores[detector])
+            verdicts[breached].inc()
             perf = detector == "performance"
             needed = watch.settings.performance.consecutive if perf else watch.consecutive
             change = self.book.observe(
@@ -388,6 +396,19 @@ class DriftProcessor(Processor):
                 lambda d=detector: self._build_alert(watch, group, stream, result, d))
             if change is not None:
                 self._emit(*change)
+
+    def _children(self, watch: Watch, group: tuple[str, ...], gtext: str, detector: str):
+        """The (score gauge, {breached: window counter}) children, looked up once."""
+        key = (watch.index, group, detector)
+        children = self._metric_children.get(key)
+        if children is None:
+            name = watch.feature.name
+            labels = (self.id, self.pipeline, name, gtext, detector)
+            children = self._metric_children[key] = (
+                self._score.labels(*labels),
+                {b: self._windows.labels(self.id, self.pipeline, name, detector, str(b).lower())
+                 for b in (False, True)}, labels)
+        return children[:2]
 
     def _build_alert(self, watch: Watch, group: tuple[str, ...], stream: FeatureStream,
                      r: WindowResult, detector: str) -> Alert:
@@ -484,11 +505,54 @@ def _number(value: Any) -> float | None:
 
 def _text(value: Any) -> str:
     kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
     return "" if kind is None else str(getattr(value, kind))
 
 
 def _pick(attributes: Iterable[Any], wanted: frozenset[str]) -> dict[str, Any]:
-    return {kv.key: kv.value for kv in attributes if kv.key in wanted}
+    """The AnyValues of the `wanted` keys present in a KeyValue list (stops when all found)."""
+    found: dict[str, Any] = {}
+    for kv in attributes:
+        if kv.key in wanted:
+            found[kv.key] = kv.value
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+class _Picker:
+    """Reads a few keys from KeyValue lists, trying first where each key was last found.
+
+    Items of one instrumentation keep their attributes in the same order, and indexing one
+    KeyValue is far cheaper than iterating the list (each element becomes a Python object).
+    """
+
+    __slots__ = ("keys", "positions")
+
+    def __init__(self, keys: Iterable[str]):
+        self.keys = tuple(sorted(keys))
+        self.positions = [0] * len(self.keys)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+    def pick(self, attributes: Any) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        size = len(attributes)
+        for i, key in enumerate(self.keys):
+            pos = self.positions[i]
+            if pos < size:
+                kv = attributes[pos]
+                if kv.key == key:
+                    found[key] = kv.value
+                    continue
+            for pos, kv in enumerate(attributes):
+                if kv.key == key:
+                    found[key] = kv.value
+                    self.positions[i] = pos
+                    break
+        return found
 
 
 class _Collector:
@@ -520,9 +584,9 @@ class _Collector:
 
 
 class _ItemPlan:
-    """Per service: which watches apply, and which item attributes each must read."""
+    """Per service and resource shape: which watches apply, and what each reads per item."""
 
-    __slots__ = ("any_name", "by_name", "item_keys")
+    __slots__ = ("any_name", "by_name", "item_keys", "pickers")
 
     def __init__(self, watches: list[Watch], res: dict[str, str], name_of):
         self.any_name = [w for w in watches if not name_of(w)]
@@ -534,6 +598,23 @@ class _ItemPlan:
         self.item_keys = {w.index: frozenset(k for k in w.group_by if k not in res)
                           | ({a} if (a := _item_attribute(w)) else frozenset())
                           for w in watches}
+        self.pickers = {index: _Picker(keys) for index, keys in self.item_keys.items()}
+
+    def bind(self, out: dict[tuple, list[float]], res: dict[str, str]):
+        """Per resource: (by_name, any_name) of (watch, attribute, item keys, output list).
+
+        The output list is resolved here when the group comes from the resource alone, so
+        the per-item loop only appends."""
+        def binding(w: Watch) -> tuple:
+            keys = self.item_keys[w.index]
+            attr = _item_attribute(w)
+            fixed = None if keys - {attr} else out[(w.index, _Collector._group(w, res, None))]
+            return w, attr, self.pickers[w.index], fixed
+
+        bound = {w.index: binding(w) for ws in (*self.by_name.values(), self.any_name)
+                 for w in ws}
+        return ({name: [bound[w.index] for w in ws] for name, ws in self.by_name.items()},
+                [bound[w.index] for w in self.any_name])
 
 
 def _item_attribute(watch: Watch) -> str | None:
@@ -549,22 +630,25 @@ class _SpanCollector(_Collector):
             plan = self._plan(service, res)
             if plan is None:
                 continue
-            by_name, any_name, item_keys = plan.by_name, plan.any_name, plan.item_keys
+            by_name, any_name = plan.bind(out, res)
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    for w in by_name.get(span.name, any_name):
-                        keys = item_keys[w.index]
-                        item = _pick(span.attributes, keys) if keys else None
-                        attr = w.feature.span.attribute
+                    for w, attr, picker, target in by_name.get(span.name, any_name):
+                        if attr is None and target is not None:  # the hot case
+                            target.append(
+                                (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6)
+                            continue
+                        item = picker.pick(span.attributes)
                         if attr is None:
                             value = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
-                        elif item is None or attr not in item:
-                            continue
                         else:
-                            value = _number(item[attr])
+                            raw = item.get(attr)
+                            value = None if raw is None else _number(raw)
                             if value is None:
                                 continue
-                        out[(w.index, self._group(w, res, item))].append(value)
+                        if target is None:
+                            target = out[(w.index, self._group(w, res, item))]
+                        target.append(value)
         return out
 
     def _plan(self, service: str, res: dict[str, str]) -> _ItemPlan | None:
@@ -588,14 +672,16 @@ class _LogCollector(_Collector):
             plan = self._plans[key]
             if plan is None:
                 continue
+            _, bound = plan.bind(out, res)
             for sl in rl.scope_logs:
                 for record in sl.log_records:
-                    for w in plan.any_name:
-                        item = _pick(record.attributes, plan.item_keys[w.index])
-                        raw = item.get(w.feature.log.attribute)
+                    for w, attr, picker, target in bound:
+                        item = picker.pick(record.attributes)
+                        raw = item.get(attr)
                         value = None if raw is None else _number(raw)
                         if value is not None:
-                            out[(w.index, self._group(w, res, item))].append(value)
+                            (target if target is not None
+                             else out[(w.index, self._group(w, res, item))]).append(value)
         return out
 
 
