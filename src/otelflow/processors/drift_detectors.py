@@ -16,6 +16,7 @@ O(log warmup) amortised.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -98,13 +99,27 @@ def welch_z(base: Baseline, mean: float, var: float, n: int) -> float:
 
 
 def ks_statistic(base_sorted: np.ndarray, window_sorted: np.ndarray) -> float:
-    """Two-sample KS distance sup|F0 - F1| evaluated at every jump of either ECDF (ties ok)."""
+    """Two-sample KS distance sup|F0 - F1| evaluated at every jump of either ECDF (ties ok).
+
+    Works in integer counts scaled by n0 * n1: F0 = count0 / n0, F1 = count1 / n1.
+    """
     n0, n1 = len(base_sorted), len(window_sorted)
     ends = np.searchsorted(base_sorted, window_sorted, side="right") * n1
     starts = np.searchsorted(base_sorted, window_sorted, side="left") * n1
-    ends -= np.searchsorted(window_sorted, window_sorted, side="right") * n0
-    starts -= np.searchsorted(window_sorted, window_sorted, side="left") * n0
+    if (window_sorted[1:] == window_sorted[:-1]).any():
+        ends -= np.searchsorted(window_sorted, window_sorted, side="right") * n0
+        starts -= np.searchsorted(window_sorted, window_sorted, side="left") * n0
+    else:  # no ties: the window ECDF steps by one at each sorted value
+        ends -= _steps(n1, n0, 1)
+        starts -= _steps(n1, n0, 0)
     return max(int(ends.max()), -int(ends.min()), int(starts.max()), -int(starts.min())) / (n0 * n1)
+
+
+@functools.lru_cache(maxsize=64)
+def _steps(n1: int, n0: int, first: int) -> np.ndarray:
+    steps = np.arange(first, n1 + first, dtype=np.int64) * n0
+    steps.flags.writeable = False
+    return steps
 
 
 _KS_TERMS = np.arange(1, 101)
