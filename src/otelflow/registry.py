@@ -14,7 +14,10 @@ from otelflow.config.errors import choices_text, did_you_mean
 
 BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.RECEIVER: {
+        "filelog": "otelflow.receivers.filelog",
+        "hostmetrics": "otelflow.receivers.hostmetrics",
         "otlp": "otelflow.receivers.otlp",
+        "prometheus": "otelflow.receivers.prometheus",
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
@@ -25,6 +28,8 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "file": "otelflow.exporters.file",
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
+        "prometheus": "otelflow.exporters.prometheus",
+        "prometheusremotewrite": "otelflow.exporters.prometheus_remote_write",
     },
     Kind.EXTENSION: {},
 }
