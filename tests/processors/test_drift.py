@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from drift_support import FakeHost, make_processor, metric_value, spans_request
 from scipy import stats
 
 from otelflow.pdata import Batch, Signal
+from tests.processors.drift_support import FakeHost, make_processor, metric_value, spans_request
 
 FEATURE = {"name": "score", "span": {"attribute": "score"}}
 
@@ -211,7 +211,7 @@ async def test_reload_with_changed_config_starts_new_baseline_and_empties_histor
 
 
 async def test_alerts_pipeline_gets_log_records():
-    from drift_support import Sink
+    from tests.processors.drift_support import Sink
 
     config = {"features": [FEATURE], "window": 100, "warmup": 200, "consecutive": 1,
               "psi_threshold": None,

@@ -19,7 +19,6 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from drift_support import spans_request
 
 from otelflow.component import Component, Exporter, Factory, Kind
 from otelflow.config.loader import load_config
@@ -28,6 +27,7 @@ from otelflow.config.types import EmptyConfig
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.service import Service
 from otelflow.registry import Registry
+from tests.processors.drift_support import spans_request
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from drift_support import make_processor
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -23,6 +22,7 @@ from otelflow.processors.drift_detectors import (
     psi_null_exceedance,
     welch_z,
 )
+from tests.processors.drift_support import make_processor
 
 
 @pytest.mark.parametrize(("n0", "n1", "shift"), [(1000, 100, 0.0), (1000, 100, 0.4),
