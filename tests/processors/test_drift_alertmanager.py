@@ -3,6 +3,8 @@
 Alertmanager (Debian `prometheus-alertmanager`) runs on loopback with its own config and
 storage, clustering off, and notifies a webhook served by the test, so the test sees both
 Alertmanager's API view of the alert and the firing and resolved notifications it sends.
+One test runs the pipeline in-process; the other sends spans with the OpenTelemetry SDK over
+OTLP/gRPC to `otelflow run` in a subprocess.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from otelflow.config.types import EmptyConfig
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.service import Service
 from otelflow.registry import Registry
+from otelflow.testing.process import CollectorProcess, free_port
 from tests.processors.drift_support import spans_request
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -72,12 +74,6 @@ service:
   pipelines:
     traces: {{receivers: [push], processors: [drift], exporters: [capture]}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PushReceiver(Component):
@@ -225,3 +221,98 @@ async def test_alert_reaches_alertmanager_and_resolves(alertmanager):
 
 async def _no_alert(am_alerts, session) -> bool:
     return not [a for a in await am_alerts(session) if a["status"]["state"] == "active"]
+
+
+COLLECTOR = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{otlp_port}
+processors:
+  drift:
+    window: 50
+    warmup: 200
+    psi_threshold: null
+    features:
+      - name: latency
+        span: {{service: inference, name: predict}}
+        group_by: [model.version]
+        performance: {{direction: higher_is_worse, tolerance: 0.25, consecutive: 2}}
+    alertmanager:
+      endpoint: http://127.0.0.1:{am_port}
+      resend_interval: 1s
+exporters:
+  file:
+    path: {out}
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces: {{receivers: [otlp], processors: [drift], exporters: [file]}}
+"""
+
+
+def sdk_tracers(otlp_port: int):
+    """One SDK TracerProvider per model version, exporting over OTLP/gRPC."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    providers = {}
+    for version in ("v1", "v2"):
+        provider = TracerProvider(resource=Resource.create(
+            {"service.name": "inference", "model.version": version}))
+        provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"127.0.0.1:{otlp_port}", insecure=True),
+            max_export_batch_size=200, schedule_delay_millis=50))
+        providers[version] = provider
+    return providers
+
+
+async def test_sdk_spans_through_otelflow_run_alert_alertmanager(alertmanager, tmp_path):
+    am_port, notifications = alertmanager
+    otlp_port = free_port()
+    config = COLLECTOR.format(otlp_port=otlp_port, am_port=am_port, out=tmp_path / "out.json")
+    rng = np.random.default_rng(23)
+    with CollectorProcess(config, wait_port=otlp_port) as collector:
+        providers = sdk_tracers(otlp_port)
+
+        def send(n: int, v2_factor: float) -> None:
+            for version, provider in providers.items():
+                tracer = provider.get_tracer("model-server")
+                factor = v2_factor if version == "v2" else 1.0
+                for ms in rng.lognormal(math.log(40.0), 0.2, n) * factor:
+                    start = time.time_ns()
+                    span = tracer.start_span("predict", start_time=start)
+                    span.end(end_time=start + int(ms * 1e6))
+                assert provider.force_flush(10_000)
+
+        async def statuses() -> list[str]:
+            return [n["status"] for n in notifications
+                    if n["commonLabels"].get("model_version") == "v2"
+                    and n["commonLabels"].get("alertname") == "PerformanceRegression"]
+
+        try:
+            await asyncio.to_thread(send, 200 + 100, 1.0)
+            await asyncio.to_thread(send, 100, 1.5)  # v2: 2 windows 50% slower
+            await wait_for(statuses, 15, f"no firing notification; collector logs:\n"
+                                         f"{collector.logs()[-3000:]}")
+            await asyncio.to_thread(send, 50, 1.0)
+            await wait_for(lambda: _resolved(statuses), 15, "no resolved notification")
+        finally:
+            for provider in providers.values():
+                provider.shutdown()
+        logs = collector.logs()
+    assert (await statuses())[0] == "firing"
+    firing = next(n for n in notifications if n["status"] == "firing"
+                  and n["commonLabels"]["alertname"] == "PerformanceRegression")
+    assert firing["alerts"][0]["labels"]["severity"] == "critical"
+    assert not [n for n in notifications if n["commonLabels"].get("model_version") == "v1"]
+    assert "drift alert firing" in logs and "drift alert resolved" in logs
+
+
+async def _resolved(statuses) -> bool:
+    return "resolved" in await statuses()
