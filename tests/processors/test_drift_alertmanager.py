@@ -150,14 +150,15 @@ async def ready(session: aiohttp.ClientSession, port: int) -> bool:
         return False
 
 
-async def wait_for(check, timeout: float, message: str):
+async def wait_for(check, timeout: float, message):
+    """Poll `check` until truthy; `message` may be a callable, rendered on failure."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = await check()
         if result:
             return result
         await asyncio.sleep(0.1)
-    raise AssertionError(message)
+    raise AssertionError(message() if callable(message) else message)
 
 
 async def test_alert_reaches_alertmanager_and_resolves(alertmanager):
@@ -180,6 +181,10 @@ async def test_alert_reaches_alertmanager_and_resolves(alertmanager):
             return [a for a in await resp.json()
                     if a["labels"].get("alertname") == "PerformanceRegression"]
 
+    def statuses() -> list[str]:
+        return [n["status"] for n in notifications
+                if n["commonLabels"].get("alertname") == "PerformanceRegression"]
+
     try:
         await send(500 + 200, 1.0)
         await send(300, 1.4)  # v2 regresses by 40% for 3 windows
@@ -197,26 +202,26 @@ async def test_alert_reaches_alertmanager_and_resolves(alertmanager):
                 "severity": "critical", "feature": "latency", "model_version": "v2",
                 "detector": "performance"}
             assert alert["annotations"]["summary"] == "latency slower (model.version=v2)"
+            # Alertmanager only notifies a resolve for an alert it notified as firing
+            await wait_for(lambda: _has(statuses, "firing"), 10, "no firing notification")
 
             await send(200, 1.0)  # recovery: the next window is back in band
             assert [a["status"] for a in service.alerts()] == ["resolved"]
             await wait_for(lambda: _no_alert(am_alerts, session), 10,
                            "Alertmanager still lists the alert as active")
 
-        def statuses() -> list[str]:
-            return [n["status"] for n in notifications
-                    if n["commonLabels"].get("alertname") == "PerformanceRegression"]
-
-        async def resolved_notified() -> bool:
-            return "resolved" in statuses()
-
-        await wait_for(resolved_notified, 10, f"no resolved notification: {notifications}")
+        await wait_for(lambda: _has(statuses, "resolved"), 10,
+                       lambda: f"no resolved notification: {notifications}")
         assert statuses()[0] == "firing" and statuses()[-1] == "resolved"
         resolved = next(n for n in notifications if n["status"] == "resolved")
         assert resolved["alerts"][0]["labels"]["model_version"] == "v2"
         assert resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
     finally:
         await service.shutdown()
+
+
+async def _has(statuses, status: str) -> bool:
+    return status in statuses()
 
 
 async def _no_alert(am_alerts, session) -> bool:
@@ -298,8 +303,8 @@ async def test_sdk_spans_through_otelflow_run_alert_alertmanager(alertmanager, t
         try:
             await asyncio.to_thread(send, 200 + 100, 1.0)
             await asyncio.to_thread(send, 100, 1.5)  # v2: 2 windows 50% slower
-            await wait_for(statuses, 15, f"no firing notification; collector logs:\n"
-                                         f"{collector.logs()[-3000:]}")
+            await wait_for(statuses, 15, lambda: "no firing notification; collector logs:\n"
+                                                 + collector.logs()[-3000:])
             await asyncio.to_thread(send, 50, 1.0)
             await wait_for(lambda: _resolved(statuses), 15, "no resolved notification")
         finally:

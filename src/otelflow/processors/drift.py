@@ -18,7 +18,7 @@ import dataclasses
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -601,15 +601,15 @@ class _ItemPlan:
         self.pickers = {index: _Picker(keys) for index, keys in self.item_keys.items()}
 
     def bind(self, out: dict[tuple, list[float]], res: dict[str, str]):
-        """Per resource: (by_name, any_name) of (watch, attribute, item keys, output list).
+        """Per resource: (by_name, any_name) of (watch, attribute, picker, target).
 
-        The output list is resolved here when the group comes from the resource alone, so
-        the per-item loop only appends."""
+        The target is the output list when the group comes from the resource alone (the
+        per-item loop only appends), else a reader of the group from item attributes."""
         def binding(w: Watch) -> tuple:
-            keys = self.item_keys[w.index]
             attr = _item_attribute(w)
-            fixed = None if keys - {attr} else out[(w.index, _Collector._group(w, res, None))]
-            return w, attr, self.pickers[w.index], fixed
+            if self.item_keys[w.index] - {attr}:
+                return w, attr, self.pickers[w.index], _group_reader(w, res)
+            return w, attr, self.pickers[w.index], out[(w.index, _Collector._group(w, res, None))]
 
         bound = {w.index: binding(w) for ws in (*self.by_name.values(), self.any_name)
                  for w in ws}
@@ -638,7 +638,7 @@ class _SpanCollector(_Collector):
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     for w, attr, picker, target in by_name.get(span.name, any_name):
-                        if attr is None and target is not None:  # the hot case
+                        if attr is None and type(target) is list:  # the hot case
                             target.append(
                                 (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6)
                             continue
@@ -650,8 +650,8 @@ class _SpanCollector(_Collector):
                             value = None if raw is None else _number(raw)
                             if value is None:
                                 continue
-                        if target is None:
-                            target = out[(w.index, self._group(w, res, item))]
+                        if type(target) is not list:  # a group reader: group is per span
+                            target = out[(w.index, target(item))]
                         target.append(value)
         return out
 
@@ -673,6 +673,16 @@ class _SpanCollector(_Collector):
         return self._plans[key]
 
 
+def _group_reader(watch: Watch, res: dict[str, str]) -> Callable[[dict[str, Any]], tuple]:
+    """item attributes -> group tuple, with the resource's values filled in ahead."""
+    parts = [(k, res.get(k)) for k in watch.group_by]
+    if len(parts) == 1:
+        key = parts[0][0]
+        return lambda item: (_text(item[key]) if key in item else "",)
+    return lambda item: tuple(v if v is not None else _text(item[k]) if k in item else ""
+                              for k, v in parts)
+
+
 def _single_duration(by_name: dict[str, list[tuple]],
                      any_name: list[tuple]) -> tuple[str | None, list[float]] | None:
     """(span name or None, output list) when one duration feature is all a resource needs."""
@@ -682,7 +692,7 @@ def _single_duration(by_name: dict[str, list[tuple]],
     if len(bindings) != 1:
         return None
     _, attr, _, target = bindings[0]
-    return (name, target) if attr is None and target is not None else None
+    return (name, target) if attr is None and type(target) is list else None
 
 
 class _LogCollector(_Collector):
@@ -705,8 +715,8 @@ class _LogCollector(_Collector):
                         raw = item.get(attr)
                         value = None if raw is None else _number(raw)
                         if value is not None:
-                            (target if target is not None
-                             else out[(w.index, self._group(w, res, item))]).append(value)
+                            (target if type(target) is list
+                             else out[(w.index, target(item))]).append(value)
         return out
 
 
