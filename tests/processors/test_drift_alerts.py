@@ -74,6 +74,15 @@ def test_payload_labels_annotations_and_ends_at():
     assert alertmanager_payload(alert, config, now=0)["endsAt"] != body["endsAt"]
 
 
+def test_templates_take_format_specs():
+    config = AlertmanagerConfig(endpoint="http://am", annotations={
+        "summary": "{feature}: {value:.1f} > {threshold:g}"})
+    alert = make_alert(value=5.25)
+    assert alertmanager_payload(alert, config, 0)["annotations"]["summary"] == "latency: 5.2 > 4"
+    alert.value = float("inf")
+    assert alertmanager_payload(alert, config, 0)["annotations"]["summary"] == "latency: inf > 4"
+
+
 @pytest.mark.parametrize(("config", "message"), [
     ({"endpoint": "localhost:9093"}, "must be an http:// or https:// URL"),
     ({"endpoint": "http://x", "labels": {"bad-name": "x"}}, "label name 'bad-name' is invalid"),

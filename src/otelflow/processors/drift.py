@@ -128,7 +128,7 @@ class DriftConfig(ConfigModel):
     psi_threshold: float | None = Field(0.25, gt=0)
     psi_bins: int = Field(10, ge=2, le=100)
     consecutive: int = Field(2, ge=1, description="breaching windows before a drift alert")
-    severity: Severity = "warning"
+    severity: Severity = Field("warning", description="severity of drift (not performance) alerts")
     max_groups: int = Field(100, ge=1, description="group_by values tracked per feature")
     alert_log_size: int = Field(1000, ge=1)
     alertmanager: AlertmanagerConfig | None = None
@@ -745,12 +745,13 @@ class _MetricCollector(_Collector):
         kind = metric.WhichOneof("data")
         if kind is None:
             return
+        plan = [(w, w.feature.metric.quantile, frozenset(k for k in w.group_by if k not in res))
+                for w in watches]
         for point in getattr(metric, kind).data_points:
-            for w in watches:
-                value = point_value(kind, point, w.feature.metric.quantile)
+            for w, quantile, missing in plan:
+                value = point_value(kind, point, quantile)
                 if value is None:
                     continue
-                missing = frozenset(k for k in w.group_by if k not in res)
                 item = _pick(point.attributes, missing) if missing else None
                 out[(w.index, self._group(w, res, item))].append(value)
 

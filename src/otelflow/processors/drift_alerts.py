@@ -78,8 +78,7 @@ class Alert:
         return {"alertname": self.alertname, "processor": self.processor,
                 "pipeline": self.pipeline, "feature": self.feature, "group": self.group_text,
                 "detector": self.detector, "severity": self.severity,
-                "value": _finite(self.value), "threshold": self.threshold,
-                "message": self.message}
+                "value": self.value, "threshold": self.threshold, "message": self.message}
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form served at health_check `/alerts`."""
@@ -209,7 +208,8 @@ class AlertmanagerConfig(ConfigModel):
 
 
 def _check_templates(templates: dict[str, str]) -> dict[str, str]:
-    sample = dict.fromkeys(TEMPLATE_FIELDS, "x")
+    sample: dict[str, Any] = dict.fromkeys(TEMPLATE_FIELDS, "x") | {"value": 1.5,
+                                                                    "threshold": 1.0}
     for name, text in templates.items():
         try:
             text.format_map(sample)
@@ -235,14 +235,23 @@ def alertmanager_payload(alert: Alert, config: AlertmanagerConfig, now: float) -
               "feature": alert.feature, "detector": alert.detector,
               "processor": alert.processor, "pipeline": alert.pipeline}
     labels |= {sanitize_label(k): v for k, v in alert.group.items()}
-    labels |= {k: v.format_map(fields) for k, v in config.labels.items()}
+    labels |= {k: _render(v, fields) for k, v in config.labels.items()}
     ends = alert.ends_at if alert.ends_at is not None else now + 4 * config.resend_interval
     return {
         "labels": labels,
-        "annotations": {k: v.format_map(fields) for k, v in config.annotations.items()},
+        "annotations": {k: _render(v, fields) for k, v in config.annotations.items()},
         "startsAt": _iso(alert.starts_at),
         "endsAt": _iso(ends),
     }
+
+
+def _render(template: str, fields: dict[str, Any]) -> str:
+    """Fill a validated template; a value that does not fit its format spec (e.g. a string
+    in `{value:.2f}`) leaves the template text as is rather than losing the alert."""
+    try:
+        return template.format_map(fields)
+    except (KeyError, ValueError, IndexError, TypeError):
+        return template
 
 
 class AlertmanagerSender:
