@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -114,6 +115,7 @@ async def test_latency_regression_raises_one_critical_alert_that_resolves():
     assert firing_gauge() == 0
     assert [a["status"] for a in critical()] == ["resolved"]
     assert critical()[0]["ends_at"] is not None
+    json.dumps(host.alerts(), allow_nan=False)  # what health_check serves at /alerts
     assert len(sink.batches) == 3 * 7  # every batch passed on
     assert metric_value(proc.metrics, "otelflow_drift_alerts_total",
                         severity="critical") == 1

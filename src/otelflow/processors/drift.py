@@ -41,6 +41,7 @@ from otelflow.processors.drift_alerts import (
     AlertmanagerConfig,
     AlertmanagerSender,
     alert_log_request,
+    json_float,
 )
 from otelflow.processors.drift_detectors import (
     DetectorSettings,
@@ -51,8 +52,6 @@ from otelflow.processors.drift_detectors import (
 )
 
 Severity = Literal["warning", "critical"]
-DETECTOR_KEYS = ("window", "warmup", "zscore_threshold", "ks_pvalue", "psi_threshold",
-                 "psi_bins", "consecutive", "severity")
 PSI_MAX_CHANCE = 0.01  # reject configs whose PSI check fires this often on unchanged data
 
 
@@ -438,8 +437,8 @@ class DriftProcessor(Processor):
                                   "samples": base.n},
                      "window": {"index": r.index, "mean": r.mean, "std": r.std,
                                 "samples": r.n},
-                     "zscore": _json_float(r.zscore), "ks_stat": r.ks_stat, "ks_p": r.ks_p,
-                     "psi": r.psi, "change": _json_float(r.change)})
+                     "zscore": json_float(r.zscore), "ks_stat": r.ks_stat, "ks_p": r.ks_p,
+                     "psi": r.psi, "change": json_float(r.change)})
 
     def _emit(self, status: str, alert: Alert) -> None:
         """Fan an alert state change out to logs, metrics, Alertmanager and the logs pipeline."""
@@ -478,10 +477,6 @@ class DriftProcessor(Processor):
 
 def _group_text(watch: Watch, group: tuple[str, ...]) -> str:
     return ",".join(f"{k}={v}" for k, v in zip(watch.group_by, group, strict=True))
-
-
-def _json_float(value: float) -> float | str:
-    return value if math.isfinite(value) else str(value)
 
 
 def _source(feature: FeatureConfig) -> MetricSource | SpanSource | LogSource:

@@ -86,13 +86,13 @@ class Alert:
             "alertname": self.alertname, "status": "firing" if self.firing else "resolved",
             "severity": self.severity, "processor": self.processor, "pipeline": self.pipeline,
             "feature": self.feature, "group": dict(self.group), "detector": self.detector,
-            "value": _finite(self.value), "threshold": self.threshold, "message": self.message,
+            "value": json_float(self.value), "threshold": self.threshold, "message": self.message,
             "starts_at": _iso(self.starts_at), "updated_at": _iso(self.updated_at),
             "ends_at": _iso(self.ends_at), "details": self.details,
         }
 
 
-def _finite(value: float) -> float | str:
+def json_float(value: float) -> float | str:
     """JSON has no infinities: render them as strings."""
     return value if math.isfinite(value) else str(value)
 
