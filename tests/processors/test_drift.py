@@ -226,7 +226,8 @@ async def test_alerts_pipeline_gets_log_records():
     rng = np.random.default_rng(2)
     feed_windows(proc, rng.normal(0, 1, 300))
     feed_windows(proc, rng.normal(5, 1, 100))
-    await proc.shutdown()  # resolves and flushes
+    feed_windows(proc, rng.normal(0, 1, 100))
+    await proc.shutdown()  # flushes
     records = [r for b in logs.batches for rl in b.message.resource_logs
                for sl in rl.scope_logs for r in sl.log_records]
     statuses = [next(kv.value.string_value for kv in r.attributes if kv.key == "alert.status")

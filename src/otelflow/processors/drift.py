@@ -278,12 +278,11 @@ class DriftProcessor(Processor):
         return entries[pipeline_id]
 
     async def shutdown(self) -> None:
-        """Resolve what fires (Alertmanager gets endsAt), flush outputs. Idempotent."""
+        """Flush outputs. Idempotent. Firing alerts are not resolved (their condition was not
+        seen to clear): Alertmanager expires them at their endsAt, 4 resend intervals on."""
         if self._stopped:
             return
         self._stopped = True
-        for alert in self.book.resolve_all():
-            self._emit("resolved", alert)
         await self._stop_outputs()
         self._clear_gauges()
 
