@@ -11,7 +11,6 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from scipy import stats
 
 from otelflow.pdata import Batch, Signal
-from otelflow.processors.drift import bucket_quantile
 from otelflow.processors.drift_detectors import (
     Baseline,
     DetectorSettings,
@@ -22,6 +21,7 @@ from otelflow.processors.drift_detectors import (
     psi_null_exceedance,
     welch_z,
 )
+from otelflow.processors.drift_features import bucket_quantile
 from tests.processors.drift_support import make_processor
 
 
