@@ -21,6 +21,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
+        "drift": "otelflow.processors.drift",
         "tail_sampling": "otelflow.processors.tail_sampling",
     },
     Kind.EXPORTER: {
