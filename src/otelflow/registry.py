@@ -15,6 +15,7 @@ from otelflow.config.errors import choices_text, did_you_mean
 BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.RECEIVER: {
         "otlp": "otelflow.receivers.otlp",
+        "replay": "otelflow.receivers.replay",
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
