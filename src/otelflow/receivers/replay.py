@@ -106,6 +106,7 @@ class ReplayReceiver(Component):
         self._task: asyncio.Task | None = None
         self._finished: asyncio.Event | None = None
         self._skipped: set[Signal] = set()
+        self._stopping = False
 
     async def start(self, host: Host) -> None:
         self.files = resolve_files(self.config)
@@ -132,6 +133,7 @@ class ReplayReceiver(Component):
             raise self.error
 
     async def shutdown(self) -> None:
+        self._stopping = True  # asyncio.wait_for downstream may swallow a cancellation (3.11)
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -141,6 +143,8 @@ class ReplayReceiver(Component):
         started = time.monotonic()
         for _ in itertools.count() if self.config.loop else range(1):
             await self._pass()
+            if self._stopping:
+                return
         self.log.info("replay finished", items=self.replayed,
                       seconds=round(time.monotonic() - started, 3))
 
@@ -151,6 +155,8 @@ class ReplayReceiver(Component):
             delta = time.time_ns() - newest if newest else 0
         factor = self.config.factor
         async for batch in self._unpaced() if factor is None else self._paced(factor):
+            if self._stopping:
+                return
             if delta:
                 shift_timestamps(batch.signal, batch.mutable(), delta)
             await self._deliver(batch)
