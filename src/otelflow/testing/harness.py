@@ -52,11 +52,12 @@ class PipelineResult:
     """What each sink got, plus the service's self-metrics and alerts after the run."""
 
     def __init__(self, sinks: Mapping[str, MemorySink], metrics: SelfMetrics, alerts: list[dict],
-                 refused: list[tuple[Batch, BaseException]]):
+                 refused: list[tuple[Batch, BaseException]], skipped: dict[Signal, int]):
         self.sinks = dict(sinks)
         self.metrics = metrics
         self.alerts = alerts
-        self.refused = refused
+        self.refused = refused  # (batch, PermanentError) the pipelines refused
+        self.skipped = skipped  # items per signal that no pipeline took
 
     def __getitem__(self, exporter_id: str) -> MemorySink:
         try:
@@ -98,6 +99,7 @@ class PipelineHarness:
         self.service: Service | None = None
         self.sinks: dict[str, MemorySink] = {}
         self._refused: list[tuple[Batch, BaseException]] = []
+        self._skipped: dict[Signal, int] = {}
         self._entries: dict[Signal, dict[str, Any]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -107,7 +109,7 @@ class PipelineHarness:
         if self.service is not None and self.service.state in ("starting", "running"):
             raise RuntimeError("the pipeline is already running")
         self.sinks = {eid: MemorySink(eid) for eid in self.sink_ids}
-        self._refused = []
+        self._refused, self._skipped = [], {}
         self.service = Service(self.config, exporter_overrides=self.sinks)
         if not self.start_receivers:
             self.service.receivers.clear()
@@ -137,7 +139,8 @@ class PipelineHarness:
 
     def result(self) -> PipelineResult:
         service = self._running(started=False)
-        return PipelineResult(self.sinks, service.metrics, service.alerts(), list(self._refused))
+        return PipelineResult(self.sinks, service.metrics, service.alerts(), list(self._refused),
+                              dict(self._skipped))
 
     def sink(self, exporter_id: str) -> MemorySink:
         """The live sink of an exporter (also readable while the pipeline runs)."""
@@ -152,7 +155,8 @@ class PipelineHarness:
 
     async def feed(self, *data: Data, pipelines: Iterable[str] | None = None,
                    rebase_timestamps: bool = False) -> int:
-        """Push data into every pipeline of its signal (or only `pipelines`); returns items.
+        """Push data into every pipeline of its signal (or only `pipelines`); returns the items
+        pushed. Data of a signal no chosen pipeline takes is skipped (`result.skipped`).
 
         Backpressure is waited out; data a pipeline refuses (`PermanentError`) is recorded in
         `result.refused`; other exceptions (bugs) propagate.
@@ -169,9 +173,9 @@ class PipelineHarness:
         for batch in batches:
             entries = [e for pid, e in self._entries.get(batch.signal, {}).items()
                        if chosen is None or pid in chosen]
-            if not entries:
-                raise ValueError(f"no pipeline takes {batch.signal.value}; "
-                                 f"pipelines: {sorted(self.config.pipelines)}")
+            if not entries:  # as the replay receiver: data no pipeline takes is skipped
+                self._skipped[batch.signal] = self._skipped.get(batch.signal, 0) + batch.item_count()
+                continue
             items += batch.item_count()
             try:
                 await push(FanOut(entries), batch)
