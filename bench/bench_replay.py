@@ -73,11 +73,11 @@ def request_bytes(seed: int) -> bytes:
     return request.SerializeToString()
 
 
-def write_fixture(path: Path, requests: list[bytes], count: int) -> None:
+def write_fixture(path: Path, requests: list[bytes], count: int, fmt: str) -> None:
+    records = [encode_record(Signal.TRACES.request_type.FromString(r), fmt, raw=r) for r in requests]
     with path.open("wb") as f:
         for i in range(count):
-            data = requests[i % len(requests)]
-            f.write(encode_record(None, "proto", raw=data))  # type: ignore[arg-type]
+            f.write(records[i % len(records)])
 
 
 async def baseline_once(requests: list[bytes], count: int) -> float:
@@ -108,16 +108,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--format", choices=("proto", "json"), default="proto",
+                        help="fixture format (json: OTLP/JSON lines)")
     args = parser.parse_args()
     configure_logging("warn")
     count = args.spans // SPANS_PER_REQUEST
     requests = [request_bytes(seed) for seed in range(10)]
     with tempfile.TemporaryDirectory() as tmp:
-        fixture, config = Path(tmp) / "traces.binpb", Path(tmp) / "pipeline.yaml"
-        write_fixture(fixture, requests, count)
+        suffix = ".binpb" if args.format == "proto" else ".jsonl"
+        fixture, config = Path(tmp) / f"traces{suffix}", Path(tmp) / "pipeline.yaml"
+        write_fixture(fixture, requests, count, args.format)
         config.write_text(CONFIG)
         spans = count * SPANS_PER_REQUEST
-        print(f"{spans:,} spans, {fixture.stat().st_size / 1e6:.0f} MB fixture, {args.runs} runs each")
+        print(f"{spans:,} spans, {fixture.stat().st_size / 1e6:.0f} MB {args.format} fixture, "
+              f"{args.runs} runs each")
         base, replay, wall = [], [], []
         for _ in range(args.runs):  # interleaved, so machine load hits both alike
             base.append(asyncio.run(baseline_once(requests, count)))
