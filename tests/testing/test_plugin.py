@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-EXAMPLE = Path(__file__).parent / "testdata" / "test_readme_example.py"
+EXAMPLE = Path(__file__).parent / "testdata" / "readme_example.py"
 README_MARKER = "<!-- otelflow-testing-example -->"
 
 
