@@ -14,17 +14,23 @@ from otelflow.config.errors import choices_text, did_you_mean
 
 BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.RECEIVER: {
+        "filelog": "otelflow.receivers.filelog",
+        "hostmetrics": "otelflow.receivers.hostmetrics",
         "otlp": "otelflow.receivers.otlp",
+        "prometheus": "otelflow.receivers.prometheus",
         "replay": "otelflow.receivers.replay",
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
+        "tail_sampling": "otelflow.processors.tail_sampling",
     },
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
         "file": "otelflow.exporters.file",
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
+        "prometheus": "otelflow.exporters.prometheus",
+        "prometheusremotewrite": "otelflow.exporters.prometheus_remote_write",
     },
     Kind.EXTENSION: {},
 }
