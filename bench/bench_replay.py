@@ -28,7 +28,8 @@ from pathlib import Path
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from otelflow.config import load_config, parse_config
+from otelflow.config import load_config
+from otelflow.config.service import parse_config
 from otelflow.fileformat import encode_record
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.service import Service

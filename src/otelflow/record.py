@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.config.types import parse_duration
 from otelflow.pdata import Signal
 from otelflow.replay import run_service

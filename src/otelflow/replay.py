@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from otelflow.component import Kind
-from otelflow.config import ConfigErrors, load_config, parse_config
-from otelflow.config.service import ServiceConfig
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import ServiceConfig, parse_config
 from otelflow.receivers.replay import EXTENSIONS, ReplayReceiver
 from otelflow.telemetry.summary import exporter_totals, format_totals
 

@@ -12,7 +12,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otelflow.component import RetryableError
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.fileformat import encode_record, read_records
 from otelflow.pdata import Signal, count_items, iter_scopes
 from otelflow.pipeline.service import Service

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from otelflow.component import Component, Factory, Kind, PermanentError
-from otelflow.config import load_config, parse_config
+from otelflow.config import load_config
+from otelflow.config.service import parse_config
 from otelflow.config.types import EmptyConfig
 from otelflow.fileformat import signal_of_json
 from otelflow.otlp_json import decode
