@@ -82,7 +82,7 @@ async def _record(config, outputs: dict[Signal, Path], duration: float | None) -
     from otelflow.pipeline.service import Service
 
     service = Service(config)
-    until = [asyncio.sleep(duration)] if duration else []
+    until = [lambda: asyncio.sleep(duration)] if duration else []
     print(f"otelflow record: recording {', '.join(s.value for s in outputs)} "
           f"(stop with Ctrl-C or SIGTERM)", file=sys.stderr, flush=True)
     ok = await run_service(service, until)

@@ -16,7 +16,7 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +115,10 @@ def _replay_receivers(config: ServiceConfig) -> list[str]:
             if config.component(Kind.RECEIVER, rid).factory.type == "replay"]
 
 
-async def run_service(service, until: list[Awaitable[Any]]) -> bool:
-    """Start `service`, wait for any of `until` (or SIGTERM/SIGINT, or a fatal component
-    error), shut down (draining everything). Returns True when it ended without a fatal error."""
+async def run_service(service, until: list[Callable[[], Awaitable[Any]]]) -> bool:
+    """Start `service`, wait until any of `until` (called once started) returns, or
+    SIGTERM/SIGINT, or a fatal component error; then shut down, draining everything.
+    Returns True when it ended without a fatal error."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,7 +129,7 @@ async def run_service(service, until: list[Awaitable[Any]]) -> bool:
         print(f"otelflow: {exc}", file=sys.stderr)
         return False
     fatal = asyncio.ensure_future(service.wait_fatal())
-    waiters = [asyncio.ensure_future(stop.wait()), *map(asyncio.ensure_future, until)]
+    waiters = [asyncio.ensure_future(stop.wait()), *(asyncio.ensure_future(f()) for f in until)]
     await asyncio.wait([fatal, *waiters], return_when=asyncio.FIRST_COMPLETED)
     await service.shutdown()
     for task in waiters:
@@ -149,13 +150,11 @@ async def _replay(config: ServiceConfig) -> int:
     finished = asyncio.Event()
 
     async def all_finished() -> None:
-        while service.state in ("built", "starting"):
-            await asyncio.sleep(0.01)
         replays = [r for r in service.receivers.values() if isinstance(r, ReplayReceiver)]
         await asyncio.gather(*(r.wait_finished() for r in replays))
         finished.set()
 
-    ok = await run_service(service, [all_finished()])
+    ok = await run_service(service, [all_finished])
     replays = [r for r in service.receivers.values() if isinstance(r, ReplayReceiver)]
     files = sum(len(r.files) for r in replays)
     items = sum(r.replayed for r in replays)

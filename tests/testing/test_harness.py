@@ -174,3 +174,26 @@ def test_memory_sink_is_usable_alone():
     (found,) = sink.spans(attributes={"k": [1, 2]})
     assert found.status.code == 2 and found.attributes == {"k": [1, 2]}
     assert sink.spans(attributes={"missing": None}) == []
+
+
+def test_stop_drains_tail_sampling_decisions():
+    # decision_wait (30s) is never reached: shutdown decides every pending trace
+    result = PipelineHarness("""
+processors:
+  tail_sampling:
+    decision_wait: 30s
+    policies:
+      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+exporters:
+  debug: {}
+service:
+  pipelines:
+    traces: {processors: [tail_sampling], exporters: [debug]}
+""").run(FIXTURES / "http_api" / "traces.jsonl")
+    recorded = load_fixture(FIXTURES / "http_api" / "traces.jsonl")
+    sink = MemorySink()
+    sink.batches = recorded
+    error_traces = {s.trace_id for s in sink.spans(where=lambda s: s.status.code == 2)}
+    kept = result["debug"].spans()
+    assert error_traces and {s.trace_id for s in kept} == error_traces
+    assert len(kept) == len(sink.spans(where=lambda s: s.trace_id in error_traces))
