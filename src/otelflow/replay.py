@@ -84,9 +84,10 @@ def with_fixtures(raw: dict[str, Any], fixtures: list[str], *, speed: str = "max
     raw["receivers"] = receivers
     service = raw.get("service")
     pipelines = service.get("pipelines") if isinstance(service, dict) else None
-    for body in (pipelines or {}).values() if isinstance(pipelines, dict) else ():
-        if isinstance(body, dict):
-            body["receivers"] = list(receivers)
+    if isinstance(pipelines, dict):
+        for body in pipelines.values():
+            if isinstance(body, dict):
+                body["receivers"] = list(receivers)
 
 
 def _formats_of(path: Path) -> list[str]:
