@@ -225,10 +225,11 @@ async def test_speed_keeps_recorded_gaps_scaled(tmp_path, speed, expected):
     await service.shutdown()
     # merged across files in timestamp order (newest item of each request)
     assert [b.signal for b in sink.batches] == [Signal.TRACES, Signal.LOGS] * 2 + [Signal.TRACES]
-    elapsed = sink.arrivals[-1] - sink.arrivals[0]
-    assert expected * 0.9 <= elapsed <= expected + 0.25
-    gaps = [b - a for a, b in zip(sink.arrivals, sink.arrivals[1:], strict=False)]
-    assert min(gaps) >= expected / 4 * 0.5
+    # never early (each request waits for its recorded offset / speed), and not much late
+    offsets = [t - sink.arrivals[0] for t in sink.arrivals]
+    for i, offset in enumerate(offsets):
+        assert offset >= i * expected / 4 * 0.9, offsets
+    assert offsets[-1] <= expected + 0.25, offsets
 
 
 async def test_max_speed_does_not_wait(tmp_path):
@@ -236,7 +237,7 @@ async def test_max_speed_does_not_wait(tmp_path):
     await asyncio.wait_for(service.receivers["replay"].wait_finished(), 5)
     await service.shutdown()
     assert len(sink.batches) == 5
-    assert sink.arrivals[-1] - sink.arrivals[0] < 0.1
+    assert sink.arrivals[-1] - sink.arrivals[0] < 0.2  # realtime takes 0.6 s
 
 
 async def test_loop_replays_until_shutdown(tmp_path):
