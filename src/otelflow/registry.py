@@ -18,6 +18,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "hostmetrics": "otelflow.receivers.hostmetrics",
         "otlp": "otelflow.receivers.otlp",
         "prometheus": "otelflow.receivers.prometheus",
+        "replay": "otelflow.receivers.replay",
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
