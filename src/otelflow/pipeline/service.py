@@ -209,7 +209,7 @@ class Service:
 
     async def wait_fatal(self) -> BaseException:
         assert self._fatal is not None
-        return await self._fatal
+        return await asyncio.shield(self._fatal)  # waiters come and go; the future stays
 
 
 def _without_processor_settings(raw: dict) -> dict:
