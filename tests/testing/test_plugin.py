@@ -11,19 +11,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-EXAMPLE = Path(__file__).parent / "testdata" / "readme_example.py"
 README_MARKER = "<!-- otelflow-testing-example -->"
 
 
 def example_source() -> str:
-    """The README's example when the README carries it (after the marker), else the copy here."""
-    readme = ROOT / "README.md"
-    text = readme.read_text() if readme.exists() else ""
-    if README_MARKER in text:
-        block = re.search(r"```python\n(.*?)```", text.split(README_MARKER, 1)[1], re.S)
-        if block:
-            return block.group(1)
-    return EXAMPLE.read_text()
+    """The README's example: the python block after the marker."""
+    text = (ROOT / "README.md").read_text()
+    assert README_MARKER in text, "the README lost its plugin example"
+    block = re.search(r"```python\n(.*?)```", text.split(README_MARKER, 1)[1], re.S)
+    assert block, "no python block after the README's example marker"
+    return block.group(1)
 
 
 def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess:
