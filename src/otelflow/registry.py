@@ -17,7 +17,10 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "otlp": "otelflow.receivers.otlp",
     },
     Kind.PROCESSOR: {
+        "attributes": "otelflow.processors.attributes",
         "batch": "otelflow.processors.batch",
+        "redaction": "otelflow.processors.redaction",
+        "resource": "otelflow.processors.resource",
     },
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
