@@ -42,7 +42,8 @@ class Regex:
         options.log_errors = False
         self._re = _re2.RE2(pattern.encode(), options)
         if not self._re.ok():
-            raise re2.error(self._re.error())
+            error = self._re.error()
+            raise re2.error(error.decode(errors="replace") if isinstance(error, bytes) else error)
         self.pattern = pattern
 
     def search(self, text: str | bytes) -> bool:
