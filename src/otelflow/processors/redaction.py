@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import re2
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from otelflow.component import Consumer, CreateSettings, Factory, Kind, Processor
@@ -33,6 +35,7 @@ from otelflow.pdata import Batch, Signal, metric_points
 from otelflow.processors.redaction_patterns import (
     GROUPS,
     LIBRARY,
+    PatternSet,
     Regex,
     ValuePattern,
     any_of,
@@ -139,9 +142,9 @@ class Rules:
         self.blocked_key_rx = any_of(config.blocked_key_patterns)
         custom = [ValuePattern(f"blocked_values[{i}]", p, "user pattern")
                   for i, p in enumerate(config.blocked_values)]
-        self.patterns = [(p, Regex(p.regex, longest=True))
+        self.patterns = [(p, Regex(p.regex, longest=True, groups=p.group > 0))
                          for p in expand(list(config.value_patterns)) + custom]
-        self.any_value = any_of([p.regex for p, _ in self.patterns])
+        self.value_set = PatternSet([p.regex for p, _ in self.patterns]) if self.patterns else None
         self.allowed_rxs = [Regex(p, longest=True) for p in config.allowed_values]
         self.all_types = config.redact_all_types
         self.mask = _masker(config)
@@ -169,9 +172,13 @@ class Rules:
 
     def mask_text(self, text: str) -> tuple[str, bool]:
         """(`text` with every blocked match masked, whether allowed_values exempted a match)."""
-        if not text or self.any_value is None or not self.any_value.search(text):
+        if not text or self.value_set is None:
             return text, False
-        spans = _merge(sorted(s for p, rx in self.patterns for s in p.spans(rx, text)))
+        which = self.value_set.match(text)
+        if not which:
+            return text, False
+        patterns = self.patterns
+        spans = _merge(sorted(s for i in which for s in patterns[i][0].spans(patterns[i][1], text)))
         exempted = False
         if spans and self.allowed_rxs:
             allowed = self._allowed_spans(text)
@@ -219,7 +226,7 @@ def _as_string(value: Any, kind: str) -> str:
 @dataclass
 class ScopeHits:
     scope: bool = False
-    items: set[int] = field(default_factory=set)
+    items: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> record bounds
 
 
 @dataclass
@@ -261,7 +268,21 @@ class _Overlap:
         return k < len(self.starts) and self.starts[k] < b
 
 
-def locate(blob: bytes, spans: list[tuple[int, int]]) -> dict[int, ResourceHits]:
+@dataclass
+class Located:
+    """Where in a serialized request the prefilter matched."""
+
+    blob: bytes
+    hit: _Overlap
+    resources: dict[int, ResourceHits]
+
+    def children(self, bounds: tuple[int, int]) -> dict[int, set[int]]:
+        """For one item record: field number -> indices (per field) of the hit child fields."""
+        return {number: set(hit) for number, hit in
+                _hit_fields(self.blob, bounds[0], bounds[1], self.hit).items()}
+
+
+def locate(blob: bytes, spans: list[tuple[int, int]]) -> Located:
     """Which resources, scopes and items (by index) the match spans fall in.
 
     The three OTLP requests share one layout: request.1 = resource_X, resource_X.1 = resource,
@@ -285,35 +306,53 @@ def locate(blob: bytes, spans: list[tuple[int, int]]) -> dict[int, ResourceHits]
                 si += 1
                 if hit(c, d):
                     res.scopes[si] = _scope_hits(blob, c, d, hit)
-    return out
+    return Located(blob, hit, out)
 
 
 def _scope_hits(blob: bytes, start: int, end: int, hit: _Overlap) -> ScopeHits:
-    """The scope flag and the hit item indices of one scope_X record (the hot loop: inlined
-    framing for the usual one-byte tags, pointer walk over the sorted matches)."""
-    found = ScopeHits()
+    fields = _hit_fields(blob, start, end, hit)
+    return ScopeHits(scope=1 in fields, items=fields.get(2, {}))
+
+
+def _hit_fields(buf: bytes, start: int, end: int,
+                hit: _Overlap) -> dict[int, dict[int, tuple[int, int]]]:
+    """The length-delimited fields of buf[start:end] that a match touches: field number ->
+    {occurrence index: (start, end)}. The hot loop of `locate`: one-byte tags and lengths
+    inlined, a pointer walk over the sorted matches, and it stops after the last match."""
     starts, ends = hit.starts, hit.ends
-    j = bisect_right(ends, start)  # first match ending after this record starts
-    stop = ends[bisect_right(starts, end - 1) - 1]  # no record from here on is hit
-    i, k = start, -1
+    j = bisect_right(ends, start)  # the first match ending after `start`
+    last = bisect_right(starts, end - 1) - 1
+    if j > last:
+        return {}
+    stop = ends[last]  # no field from here on is touched
+    next_start, next_end = starts[j], ends[j]
+    seen: dict[int, int] = {}
+    out: dict[int, dict[int, tuple[int, int]]] = {}
+    i = start
     while i < end and i < stop:
-        tag = blob[i]
-        if tag != 0x12:  # not a one-byte "field 2, length-delimited" tag
-            number, a, i = _one_field(blob, i)
-            if number == 1:
-                found.scope = found.scope or hit(a, i)
+        tag = buf[i]
+        wire = tag & 7
+        if tag >= 0x80 or wire != 2:
+            number, a, i = _one_field(buf, i)
+            if wire != 2 or tag < 0x80:
+                continue
+        else:
+            number, n = tag >> 3, buf[i + 1]
+            if n < 0x80:
+                a = i + 2
+            else:
+                n, a = _varint(buf, i + 1)
+            i = a + n
+        index = seen.get(number, 0)
+        seen[number] = index + 1
+        if next_start >= i:
             continue
-        n = blob[i + 1]
-        i += 2
-        if n & 0x80:
-            n, i = _varint(blob, i - 1)
-        a, i = i, i + n
-        k += 1
-        while j < len(ends) and ends[j] <= a:
+        while next_end <= a and j < last:
             j += 1
-        if j < len(starts) and starts[j] < i:
-            found.items.add(k)
-    return found
+            next_start, next_end = starts[j], ends[j]
+        if next_end > a and next_start < i:
+            out.setdefault(number, {})[index] = (a, i)
+    return out
 
 
 def _one_field(buf: bytes, i: int) -> tuple[int, int, int]:
@@ -375,7 +414,7 @@ class RedactionProcessor(Processor):
     def redact(self, batch: Batch) -> None:
         """Redact `batch` in place (calling `batch.mutable()` only if something changes)."""
         hits = self._hits(batch)
-        if hits is not None and not hits and self.rules.allow_all:
+        if hits is not None and not hits.resources and self.rules.allow_all:
             return
         walk = _Walk(self, batch)
         if hits is None or not self.rules.allow_all:
@@ -383,16 +422,14 @@ class RedactionProcessor(Processor):
         else:
             walk.only(hits)
 
-    def _hits(self, batch: Batch) -> dict[int, ResourceHits] | None:
+    def _hits(self, batch: Batch) -> Located | None:
         """Places the prefilter flags; None means "check every value"."""
         if self.check_all:
             return None
-        if self.prefilter is None:
-            return {}
-        blob = batch.to_bytes()
-        spans = list(self.prefilter.spans(blob))
+        blob = batch.to_bytes() if self.prefilter is not None else b""
+        spans = list(self.prefilter.spans(blob)) if self.prefilter is not None else []
         if not spans:
-            return {}
+            return Located(blob, _Overlap([]), {})
         try:
             return locate(blob, spans)
         except (ValueError, IndexError):  # framing we cannot follow: check everything
@@ -409,6 +446,30 @@ class _Report:
         self.masked: list[str] = []
         self.allowed: list[str] = []
         self.ignored = 0
+
+
+Children = dict[int, set[int]] | None
+
+
+def _fields(descriptor: Any) -> Any:
+    """Field numbers by name, as attributes (`_SPAN.attributes` -> 9)."""
+    return type("Fields", (), {f.name: f.number for f in descriptor.fields})
+
+
+_SPAN = _fields(Span.DESCRIPTOR)
+_LOG = _fields(LogRecord.DESCRIPTOR)
+
+
+def _has(child: Children, number: int) -> bool:
+    return child is None or number in child
+
+
+def _only(child: Children, number: int) -> set[int] | None:
+    return None if child is None else child.get(number, set())
+
+
+def _indices(child: Children, number: int, repeated: Any) -> Any:
+    return range(len(repeated)) if child is None else sorted(child.get(number, ()))
 
 
 class _Walk:
@@ -431,11 +492,11 @@ class _Walk:
 
     # -- traversal ------------------------------------------------------------------------
 
-    def everything(self, hits: dict[int, ResourceHits] | None) -> None:
+    def everything(self, hits: Located | None) -> None:
         """Visit every item (allow-list mode needs every key); check values where flagged."""
         sig = self.signal
         for ri, rx in enumerate(getattr(self.batch.message, sig.resource_field)):
-            rh = hits.get(ri) if hits is not None else None
+            rh = hits.resources.get(ri) if hits is not None else None
             self.resource(rx.resource, hits is None or bool(rh and rh.resource))
             for si, sx in enumerate(getattr(rx, sig.scope_field)):
                 sh = rh.scopes.get(si) if rh else None
@@ -443,11 +504,11 @@ class _Walk:
                 for k, item in enumerate(getattr(sx, sig.item_field)):
                     self.item(item, hits is None or bool(sh and k in sh.items))
 
-    def only(self, hits: dict[int, ResourceHits]) -> None:
-        """Visit just the flagged resources, scopes and items."""
+    def only(self, hits: Located) -> None:
+        """Visit just the flagged resources, scopes, items and (within items) fields."""
         sig = self.signal
         resources = getattr(self.batch.message, sig.resource_field)
-        for ri, rh in hits.items():
+        for ri, rh in hits.resources.items():
             rx = resources[ri]
             if rh.resource:
                 self.resource(rx.resource, True)
@@ -458,7 +519,7 @@ class _Walk:
                     self.scope(sx.scope, True)
                 items = getattr(sx, sig.item_field)
                 for k in sorted(sh.items):
-                    self.item(items[k], True)
+                    self.item(items[k], True, hits.children(sh.items[k]))
 
     def resource(self, resource: Any, check: bool) -> None:
         self.attributes(resource.attributes, check)
@@ -466,34 +527,36 @@ class _Walk:
     def scope(self, scope: Any, check: bool) -> None:
         self.attributes(scope.attributes, check)
 
-    def span(self, span: Any, check: bool) -> None:
+    def span(self, span: Any, check: bool, child: Children = None) -> None:
+        """A span; `child` (field number -> hit indices) narrows the work to the hit fields."""
         report = _Report()
-        self.attrs(span.attributes, check, report)
+        self.attrs(span.attributes, check, report, only=_only(child, _SPAN.attributes))
         if check:
-            if self.config.redact_span_names:
+            if self.config.redact_span_names and _has(child, _SPAN.name):
                 self.text_field(span, "name", "span.name", report)
-            if span.HasField("status"):
+            if span.HasField("status") and _has(child, _SPAN.status):
                 self.text_field(span.status, "message", "status.message", report)
         self.sanitize_span_name(span)
         self.summarize(span.attributes, report)
-        for event in span.events:
+        for i in _indices(child, _SPAN.events, span.events):
+            event = span.events[i]
             event_report = _Report()
             self.attrs(event.attributes, check, event_report)
             if check:
                 self.text_field(event, "name", "event.name", event_report)
             self.summarize(event.attributes, event_report)
-        for link in span.links:
-            self.attributes(link.attributes, check)
+        for i in _indices(child, _SPAN.links, span.links):
+            self.attributes(span.links[i].attributes, check)
 
-    def log(self, record: Any, check: bool) -> None:
+    def log(self, record: Any, check: bool, child: Children = None) -> None:
         report, body = _Report(), _Report()
-        self.attrs(record.attributes, check, report)
-        if record.HasField("body"):
+        self.attrs(record.attributes, check, report, only=_only(child, _LOG.attributes))
+        if record.HasField("body") and _has(child, _LOG.body):
             self.body(record.body, check, body)
         self.summarize(record.attributes, report)
         self.summarize(record.attributes, body, _BODY_SUMMARY)
 
-    def metric(self, metric: Any, check: bool) -> None:
+    def metric(self, metric: Any, check: bool, _child: Children = None) -> None:
         for point in metric_points(metric):
             self.attributes(point.attributes, check)
             for exemplar in getattr(point, "exemplars", ()):
@@ -506,11 +569,14 @@ class _Walk:
         self.attrs(kvs, check, report)
         self.summarize(kvs, report)
 
-    def attrs(self, kvs: Any, check: bool, report: _Report, prefix: str = "") -> None:
-        """Key rules for every entry (values too when `check`); redacted entries are removed."""
+    def attrs(self, kvs: Any, check: bool, report: _Report, prefix: str = "",
+              only: set[int] | None = None) -> None:
+        """Key rules for every entry, or the `only` ones (values too when `check`); redacted
+        entries are removed."""
         rules = self.rules
         doomed = []
-        for i, kv in enumerate(kvs):
+        entries = enumerate(kvs) if only is None else ((i, kvs[i]) for i in sorted(only))
+        for i, kv in entries:
             key = kv.key
             action = rules.key_action(key)
             if action in (CHECK, SUMMARY):

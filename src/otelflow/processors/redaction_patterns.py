@@ -36,9 +36,10 @@ class Regex:
 
     __slots__ = ("_re", "pattern")
 
-    def __init__(self, pattern: str, longest: bool = False):
+    def __init__(self, pattern: str, longest: bool = False, groups: bool = False):
         options = re2.Options()
         options.longest_match = longest  # leftmost-longest: mask the most
+        options.never_capture = not groups  # no submatches: RE2 stays on its fast DFA
         options.log_errors = False
         self._re = _re2.RE2(pattern.encode(), options)
         if not self._re.ok():
@@ -65,6 +66,25 @@ class Regex:
                 span = (len(data[: span[0]].decode()), len(data[: span[1]].decode()))
             yield span
             pos = end if end > start else end + 1
+
+
+class PatternSet:
+    """Which of several RE2 patterns match somewhere in a text, in one DFA pass (RE2::Set)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self, patterns: list[str]):
+        options = re2.Options()
+        options.never_capture = True
+        options.log_errors = False
+        self._set = re2.Set.SearchSet(options)
+        for pattern in patterns:
+            self._set.Add(pattern)
+        self._set.Compile()
+
+    def match(self, text: str | bytes) -> list[int]:
+        """Indices of the patterns that match `text` (empty when none does)."""
+        return self._set.Match(text)
 
 
 def check_re2(pattern: str) -> str:
