@@ -175,10 +175,15 @@ def test_luhn_valid_cards_are_masked(card):
     assert as_dict(span_of(batch).attributes) == {"note": "paid:****, ref 77"}
 
 
-def test_card_followed_by_more_digits_is_still_found():
-    req = trace_request({"note": "4111111111111111 1234"})
+@pytest.mark.parametrize(("text", "masked"), [
+    ("4111111111111111 1234", "**** 1234"),
+    ("19 4111 1111 1111 1111", "19 ****"),  # the digit run starts with a non-card digit
+    ("ref 1234-4111-1111-1111-1111 end", "ref 1234-**** end"),
+])
+def test_card_inside_a_longer_digit_run_is_still_found(text, masked):
+    req = trace_request({"note": text})
     batch = run({"allow_all_keys": True, "value_patterns": ["credit_card"]}, req)
-    assert as_dict(span_of(batch).attributes) == {"note": "**** 1234"}
+    assert as_dict(span_of(batch).attributes) == {"note": masked}
 
 
 def test_redact_all_types_checks_numbers():

@@ -392,7 +392,7 @@ class RedactionProcessor(Processor):
         if config.redact_all_types or (url.enabled and (url.sanitize_span_name
                                                         or url.sanitize_log_body)):
             return None, True  # changes that no byte pattern can announce
-        parts = [p.regex for p, _ in self.rules.patterns] + config.blocked_key_patterns
+        parts = [p.scan for p, _ in self.rules.patterns] + config.blocked_key_patterns
         parts += [re2.escape(k) for k in self.url_keys]
         if config.summary != "silent":
             parts += [re2.escape(k) for k in config.ignored_keys] + config.ignored_key_patterns

@@ -261,6 +261,12 @@ class ValuePattern:
     description: str
     refine: Refine | None = None
     group: int = 0
+    prefilter: str = ""  # a narrower form that still matches wherever `refine` can keep a span
+
+    @property
+    def scan(self) -> str:
+        """The regex the request-wide prefilter relaxes (the narrower one when given)."""
+        return self.prefilter or self.regex
 
     def spans(self, compiled: Regex, text: str) -> Iterator[Span]:
         """The spans of `text` to mask."""
@@ -291,7 +297,8 @@ LIBRARY: dict[str, ValuePattern] = {p.name: p for p in [
     ValuePattern("email", r"[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,}",
                  "e-mail addresses"),
     ValuePattern("credit_card", r"[0-9](?:[ \-]?[0-9]){12,}",
-                 "payment card numbers (13-19 digits, Luhn checked)", _card_spans),
+                 "payment card numbers (13-19 digits, Luhn checked)", _card_spans,
+                 prefilter=r"[2-6](?:[ \-]?[0-9]){12,}"),  # every kept card starts with 2-6
     ValuePattern("us_ssn", r"[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4}",
                  "US social security numbers (123-45-6789)", _digit_bounded),
     ValuePattern("iban", r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?",
