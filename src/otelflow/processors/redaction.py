@@ -331,18 +331,17 @@ def _hit_fields(buf: bytes, start: int, end: int,
     i = start
     while i < end and i < stop:
         tag = buf[i]
-        wire = tag & 7
-        if tag >= 0x80 or wire != 2:
-            number, a, i = _one_field(buf, i)
-            if wire != 2 or tag < 0x80:
-                continue
-        else:
+        if tag < 0x80 and tag & 7 == 2:  # the usual one-byte tag of a length-delimited field
             number, n = tag >> 3, buf[i + 1]
             if n < 0x80:
                 a = i + 2
             else:
                 n, a = _varint(buf, i + 1)
             i = a + n
+        else:
+            number, a, i = _one_field(buf, i)
+            if tag & 7 != 2:
+                continue
         index = seen.get(number, 0)
         seen[number] = index + 1
         if next_start >= i:
@@ -389,8 +388,9 @@ class RedactionProcessor(Processor):
     def _prefilter(self, config: RedactionConfig) -> tuple[Any, bool]:
         """(relaxed alternation of everything that makes a change, whether to skip it)."""
         url = config.url_sanitizer
-        if config.redact_all_types or (url.enabled and (url.sanitize_span_name
-                                                        or url.sanitize_log_body)):
+        names = url.sanitize_span_name and self.signal in (Signal.TRACES, None)
+        bodies = url.sanitize_log_body and self.signal in (Signal.LOGS, None)
+        if config.redact_all_types or (url.enabled and (names or bodies)):
             return None, True  # changes that no byte pattern can announce
         parts = [p.scan for p, _ in self.rules.patterns] + config.blocked_key_patterns
         parts += [re2.escape(k) for k in self.url_keys]
