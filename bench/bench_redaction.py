@@ -99,9 +99,7 @@ def baseline(payloads: list[bytes]) -> None:
 
 def with_redaction(proc: RedactionProcessor, payloads: list[bytes]) -> None:
     for raw in payloads:
-        batch = Batch.from_bytes(Signal.TRACES, raw)
-        proc.redact(batch)
-        batch.to_bytes()
+        proc.redact(Batch.from_bytes(Signal.TRACES, raw)).to_bytes()
 
 
 def processor_alone(proc: RedactionProcessor, payloads: list[bytes]) -> float:

@@ -48,8 +48,10 @@ def run(config: dict, message, signal: Signal = Signal.TRACES, raw: bool = True)
     proc = build("redaction", config, signal)
     batch = (Batch.from_bytes(signal, message.SerializeToString()) if raw
              else Batch(signal, message=message))
-    proc.redact(batch)
-    return batch
+    out = proc.redact(batch)
+    if out.unchanged_bytes is not None:  # spliced bytes must encode the redacted message
+        assert signal.request_type.FromString(out.unchanged_bytes) == out.message
+    return out
 
 
 def span_of(batch: Batch):
@@ -292,6 +294,14 @@ def test_only_flagged_items_change_in_a_big_batch():
     got = batch.message.resource_spans[0].scope_spans[0].spans
     masked = [i for i, s in enumerate(got) if as_dict(s.attributes).get("mail") == "****"]
     assert masked == [97, 194, 291]
+    assert batch.unchanged_bytes is not None  # the 3 spans were spliced into the bytes
+    assert EMAIL.encode() not in batch.to_bytes()
+
+
+def test_resource_changes_re_encode_the_whole_request():
+    req = trace_request({"a": EMAIL}, resource={"owner": EMAIL})
+    batch = run({"allow_all_keys": True, "value_patterns": ["email"]}, req)
+    assert batch.unchanged_bytes is None
     assert EMAIL.encode() not in batch.to_bytes()
 
 
@@ -300,7 +310,8 @@ def test_concatenated_requests_are_followed():
     a = trace_request({"x": "clean"}).SerializeToString()
     b = trace_request({"x": EMAIL}).SerializeToString()
     batch = Batch.from_bytes(Signal.TRACES, a + b)
-    build("redaction", {"allow_all_keys": True, "value_patterns": ["email"]}).redact(batch)
+    batch = build("redaction", {"allow_all_keys": True, "value_patterns": ["email"]}).redact(batch)
+    assert Batch.from_bytes(Signal.TRACES, batch.to_bytes()).message == batch.message
     assert EMAIL.encode() not in batch.to_bytes()
     assert len(batch.message.resource_spans) == 2
 

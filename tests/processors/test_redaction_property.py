@@ -200,6 +200,8 @@ def test_no_planted_secret_reaches_the_exporter(pipeline, case, as_wire_bytes):
     for _loc, _nesting, _kind, secret, _text in planted:
         assert secret.encode() in raw  # planted for real
     batch = Batch.from_bytes(signal, raw) if as_wire_bytes else Batch(signal, message=req)
-    out = pipeline(signal, batch).to_bytes()
+    passed = pipeline(signal, batch)
+    out = passed.to_bytes()
+    assert signal.request_type.FromString(out) == passed.message  # (spliced) bytes are right
     for location, nesting, kind, secret, _text in planted:
         assert secret.encode() not in out, (kind, location, nesting, secret)

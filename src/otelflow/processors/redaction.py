@@ -223,14 +223,19 @@ def _as_string(value: Any, kind: str) -> str:
 # -- locating prefilter hits in the serialized request -------------------------------------
 
 
+Bounds = tuple[int, int, int]  # (field header start, value start, value end)
+
+
 @dataclass
 class ScopeHits:
+    bounds: Bounds
     scope: bool = False
-    items: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> record bounds
+    items: dict[int, Bounds] = field(default_factory=dict)  # item index -> bounds
 
 
 @dataclass
 class ResourceHits:
+    bounds: Bounds
     resource: bool = False
     scopes: dict[int, ScopeHits] = field(default_factory=dict)
 
@@ -246,14 +251,14 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
         shift += 7
 
 
-def _len_fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(field number, start, end) of each length-delimited field in buf[start:end]."""
+def _len_fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, Bounds]]:
+    """(field number, bounds) of each length-delimited field in buf[start:end]."""
     i = start
     while i < end:
-        wire = buf[i] & 7
+        h, wire = i, buf[i] & 7
         number, a, i = _one_field(buf, i)
         if wire == 2:
-            yield number, a, i
+            yield number, (h, a, i)
 
 
 class _Overlap:
@@ -276,10 +281,10 @@ class Located:
     hit: _Overlap
     resources: dict[int, ResourceHits]
 
-    def children(self, bounds: tuple[int, int]) -> dict[int, set[int]]:
+    def children(self, bounds: Bounds) -> dict[int, set[int]]:
         """For one item record: field number -> indices (per field) of the hit child fields."""
         return {number: set(hit) for number, hit in
-                _hit_fields(self.blob, bounds[0], bounds[1], self.hit).items()}
+                _hit_fields(self.blob, bounds[1], bounds[2], self.hit).items()}
 
 
 def locate(blob: bytes, spans: list[tuple[int, int]]) -> Located:
@@ -291,34 +296,29 @@ def locate(blob: bytes, spans: list[tuple[int, int]]) -> Located:
     hit = _Overlap(spans)
     out: dict[int, ResourceHits] = {}
     ri = -1
-    for number, a, b in _len_fields(blob, 0, len(blob)):
+    for number, bounds in _len_fields(blob, 0, len(blob)):
         if number != 1:
             continue
         ri += 1
-        if not hit(a, b):
+        if not hit(bounds[1], bounds[2]):
             continue
-        res = out[ri] = ResourceHits()
+        res = out[ri] = ResourceHits(bounds)
         si = -1
-        for inner, c, d in _len_fields(blob, a, b):
+        for inner, (h, c, d) in _len_fields(blob, bounds[1], bounds[2]):
             if inner == 1:
                 res.resource = res.resource or hit(c, d)
             elif inner == 2:
                 si += 1
                 if hit(c, d):
-                    res.scopes[si] = _scope_hits(blob, c, d, hit)
+                    fields = _hit_fields(blob, c, d, hit)
+                    res.scopes[si] = ScopeHits((h, c, d), 1 in fields, fields.get(2, {}))
     return Located(blob, hit, out)
 
 
-def _scope_hits(blob: bytes, start: int, end: int, hit: _Overlap) -> ScopeHits:
-    fields = _hit_fields(blob, start, end, hit)
-    return ScopeHits(scope=1 in fields, items=fields.get(2, {}))
-
-
-def _hit_fields(buf: bytes, start: int, end: int,
-                hit: _Overlap) -> dict[int, dict[int, tuple[int, int]]]:
+def _hit_fields(buf: bytes, start: int, end: int, hit: _Overlap) -> dict[int, dict[int, Bounds]]:
     """The length-delimited fields of buf[start:end] that a match touches: field number ->
-    {occurrence index: (start, end)}. The hot loop of `locate`: one-byte tags and lengths
-    inlined, a pointer walk over the sorted matches, and it stops after the last match."""
+    {occurrence index: bounds}. The hot loop of `locate`: one-byte tags and lengths inlined,
+    a pointer walk over the sorted matches, and it stops after the last match."""
     starts, ends = hit.starts, hit.ends
     j = bisect_right(ends, start)  # the first match ending after `start`
     last = bisect_right(starts, end - 1) - 1
@@ -327,9 +327,10 @@ def _hit_fields(buf: bytes, start: int, end: int,
     stop = ends[last]  # no field from here on is touched
     next_start, next_end = starts[j], ends[j]
     seen: dict[int, int] = {}
-    out: dict[int, dict[int, tuple[int, int]]] = {}
+    out: dict[int, dict[int, Bounds]] = {}
     i = start
     while i < end and i < stop:
+        h = i
         tag = buf[i]
         if tag < 0x80 and tag & 7 == 2:  # the usual one-byte tag of a length-delimited field
             number, n = tag >> 3, buf[i + 1]
@@ -350,8 +351,28 @@ def _hit_fields(buf: bytes, start: int, end: int,
             j += 1
             next_start, next_end = starts[j], ends[j]
         if next_end > a and next_start < i:
-            out.setdefault(number, {})[index] = (a, i)
+            out.setdefault(number, {})[index] = (h, a, i)
     return out
+
+
+def _splice(blob: bytes, record: Bounds, edits: list[tuple[Bounds, int, bytes]]) -> bytes:
+    """The value of `record` with each (field bounds, field number, new value) edit applied,
+    in order; each edited field gets a fresh tag and length."""
+    parts, pos = [], record[1]
+    for (h, _a, b), number, value in edits:
+        parts += (blob[pos:h], _encode_varint(number << 3 | 2), _encode_varint(len(value)), value)
+        pos = b
+    parts.append(blob[pos : record[2]])
+    return b"".join(parts)
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _one_field(buf: bytes, i: int) -> tuple[int, int, int]:
@@ -408,19 +429,23 @@ class RedactionProcessor(Processor):
         return any_of(relaxed), False
 
     async def consume(self, batch: Batch) -> None:
-        self.redact(batch)
-        await self.next_consumer.consume(batch)
+        await self.next_consumer.consume(self.redact(batch))
 
-    def redact(self, batch: Batch) -> None:
-        """Redact `batch` in place (calling `batch.mutable()` only if something changes)."""
+    def redact(self, batch: Batch) -> Batch:
+        """Redact `batch` in place (calling `batch.mutable()` only if something changes) and
+        return the batch to pass on: when only some items changed, a batch whose bytes are the
+        received ones with those items spliced in, so nothing else is re-encoded."""
         hits = self._hits(batch)
         if hits is not None and not hits.resources and self.rules.allow_all:
-            return
+            return batch
         walk = _Walk(self, batch)
         if hits is None or not self.rules.allow_all:
             walk.everything(hits)
-        else:
-            walk.only(hits)
+            return batch
+        spliced = walk.only(hits)
+        if spliced is None:
+            return batch
+        return Batch(batch.signal, message=batch.message, raw=spliced)
 
     def _hits(self, batch: Batch) -> Located | None:
         """Places the prefilter flags; None means "check every value"."""
@@ -482,10 +507,13 @@ class _Walk:
         self.batch = batch
         self.signal = batch.signal
         self.dirty = False
+        self.changes = 0
         self.item = {Signal.TRACES: self.span, Signal.LOGS: self.log,
                      Signal.METRICS: self.metric}[batch.signal]
 
     def touch(self) -> None:
+        """Called before every write."""
+        self.changes += 1
         if not self.dirty:
             self.batch.mutable()
             self.dirty = True
@@ -504,22 +532,45 @@ class _Walk:
                 for k, item in enumerate(getattr(sx, sig.item_field)):
                     self.item(item, hits is None or bool(sh and k in sh.items))
 
-    def only(self, hits: Located) -> None:
-        """Visit just the flagged resources, scopes, items and (within items) fields."""
+    def only(self, hits: Located) -> bytes | None:
+        """Visit just the flagged resources, scopes, items and (within items) fields.
+
+        Returns the received bytes with the changed items re-encoded in place (their scope and
+        resource records re-framed), or None when nothing changed or a resource or scope
+        changed (a singular field: the whole request is re-encoded then)."""
         sig = self.signal
         resources = getattr(self.batch.message, sig.resource_field)
+        spliceable, top = True, []
         for ri, rh in hits.resources.items():
             rx = resources[ri]
             if rh.resource:
-                self.resource(rx.resource, True)
+                spliceable &= not self.changed(self.resource, rx.resource, True)
+            resource_edits = []
             scopes = getattr(rx, sig.scope_field)
             for si, sh in rh.scopes.items():
                 sx = scopes[si]
                 if sh.scope:
-                    self.scope(sx.scope, True)
+                    spliceable &= not self.changed(self.scope, sx.scope, True)
                 items = getattr(sx, sig.item_field)
+                edits = []
                 for k in sorted(sh.items):
-                    self.item(items[k], True, hits.children(sh.items[k]))
+                    bounds = sh.items[k]
+                    if self.changed(self.item, items[k], True, hits.children(bounds)) \
+                            and spliceable:
+                        edits.append((bounds, 2, items[k].SerializeToString()))
+                if edits:
+                    resource_edits.append((sh.bounds, 2, _splice(hits.blob, sh.bounds, edits)))
+            if resource_edits:
+                top.append((rh.bounds, 1, _splice(hits.blob, rh.bounds, resource_edits)))
+        if not self.dirty or not spliceable:
+            return None
+        return _splice(hits.blob, (0, 0, len(hits.blob)), top)
+
+    def changed(self, visit: Callable[..., None], *args: Any) -> bool:
+        """Run `visit(*args)`; True when it wrote anything."""
+        before = self.changes
+        visit(*args)
+        return self.changes != before
 
     def resource(self, resource: Any, check: bool) -> None:
         self.attributes(resource.attributes, check)
