@@ -317,40 +317,42 @@ def locate(blob: bytes, spans: list[tuple[int, int]]) -> Located:
 
 def _hit_fields(buf: bytes, start: int, end: int, hit: _Overlap) -> dict[int, dict[int, Bounds]]:
     """The length-delimited fields of buf[start:end] that a match touches: field number ->
-    {occurrence index: bounds}. The hot loop of `locate`: one-byte tags and lengths inlined,
-    a pointer walk over the sorted matches, and it stops after the last match."""
+    {occurrence index: bounds}. This is the hot loop of `locate` (it steps over every item
+    record up to the last match), hence the inlined one-byte tags and one- or two-byte
+    lengths, the pointer walk over the sorted matches and the stop after the last match."""
     starts, ends = hit.starts, hit.ends
     j = bisect_right(ends, start)  # the first match ending after `start`
     last = bisect_right(starts, end - 1) - 1
     if j > last:
         return {}
-    stop = ends[last]  # no field from here on is touched
-    next_start, next_end = starts[j], ends[j]
+    limit = min(end, ends[last])  # no field from here on is touched
+    next_start = starts[j]
     seen: dict[int, int] = {}
     out: dict[int, dict[int, Bounds]] = {}
     i = start
-    while i < end and i < stop:
-        h = i
-        tag = buf[i]
-        if tag < 0x80 and tag & 7 == 2:  # the usual one-byte tag of a length-delimited field
-            number, n = tag >> 3, buf[i + 1]
+    while i < limit:
+        h, tag = i, buf[i]
+        if tag < 0x80 and tag & 7 == 2:
+            n = buf[i + 1]
             if n < 0x80:
                 a = i + 2
+            elif buf[i + 2] < 0x80:
+                n, a = (n & 0x7F) | (buf[i + 2] << 7), i + 3
             else:
                 n, a = _varint(buf, i + 1)
             i = a + n
+            number = tag >> 3
         else:
             number, a, i = _one_field(buf, i)
             if tag & 7 != 2:
                 continue
-        index = seen.get(number, 0)
-        seen[number] = index + 1
+        index = seen[number] = seen.get(number, -1) + 1
         if next_start >= i:
             continue
-        while next_end <= a and j < last:
+        while ends[j] <= a and j < last:
             j += 1
-            next_start, next_end = starts[j], ends[j]
-        if next_end > a and next_start < i:
+        next_start = starts[j]
+        if ends[j] > a and next_start < i:
             out.setdefault(number, {})[index] = (h, a, i)
     return out
 
