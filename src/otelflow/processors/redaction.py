@@ -407,6 +407,10 @@ class RedactionProcessor(Processor):
         self.url_keys = frozenset(config.url_sanitizer.attributes
                                   if config.url_sanitizer.enabled else ())
         self.prefilter, self.check_all = self._prefilter(config)
+        if self.check_all:
+            self.log.info("redaction checks every value of every item (redact_all_types, the "
+                          "URL sanitizer on names/bodies, or a pattern that can match empty "
+                          "text): expect lower throughput")
 
     def _prefilter(self, config: RedactionConfig) -> tuple[Any, bool]:
         """(relaxed alternation of everything that makes a change, whether to skip it)."""
