@@ -14,6 +14,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from otelflow.component import Kind
+from otelflow.config.loader import load_config
+from otelflow.config.service import parse_config
 from otelflow.pdata import Batch, Signal
 from otelflow.processors.redaction_patterns import LIBRARY, luhn_ok, relax, sanitize_url
 from tests.processors.helpers import as_dict, build, config_errors, get_value, put
@@ -400,3 +403,16 @@ async def test_consume_passes_the_redacted_batch_on():
     await proc.consume(Batch.from_bytes(Signal.TRACES, req.SerializeToString()))
     (out,) = proc.next_consumer.batches
     assert as_dict(span_of(out).attributes) == {"a": "****"}
+
+
+def test_testdata_config_loads():
+    raw, source = load_config([str(TESTDATA / "config.yaml")])
+    config = parse_config(raw, source)
+    full = config.component(Kind.PROCESSOR, "redaction/full").config
+    assert full.allowed_keys == ["description", "group", "id", "name"]
+    assert full.hash_function == "hmac-sha256" and full.summary == "debug"
+    assert full.url_sanitizer.attributes == ["http.url", "url"]
+    assert config.component(Kind.PROCESSOR, "redaction").config.allow_all_keys is False
+    actions = config.component(Kind.PROCESSOR, "attributes/example").config.actions
+    assert [a.action for a in actions][:4] == ["delete", "upsert", "update", "insert"]
+    assert config.pipelines["traces"].processors[-1] == "redaction"
