@@ -110,7 +110,8 @@ def _fields_at(model: type, loc: Sequence[str | int]) -> list[str]:
     for part in loc:
         if isinstance(part, int) or not hasattr(current, "model_fields"):
             continue
-        field = current.model_fields.get(part)
+        field = current.model_fields.get(part) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None)
         if field is None:
             return []
         current = _model_of(field.annotation)
