@@ -558,13 +558,12 @@ class _Walk:
                 if sh.scope:
                     spliceable &= not self.changed(self.scope, sx.scope, True)
                 items = getattr(sx, sig.item_field)
-                edits = []
-                for k in sorted(sh.items):
-                    bounds = sh.items[k]
-                    if self.changed(self.item, items[k], True, hits.children(bounds)) \
-                            and spliceable:
-                        edits.append((bounds, 2, items[k].SerializeToString()))
-                if edits:
+                changed = [k for k in sorted(sh.items)
+                           if self.changed(self.item, items[k], True, hits.children(sh.items[k]))]
+                # re-encoding many items one by one costs more than re-encoding the request
+                spliceable &= len(changed) <= max(len(items) // 4, 8)
+                if changed and spliceable:
+                    edits = [(sh.items[k], 2, items[k].SerializeToString()) for k in changed]
                     resource_edits.append((sh.bounds, 2, _splice(hits.blob, sh.bounds, edits)))
             if resource_edits:
                 top.append((rh.bounds, 1, _splice(hits.blob, rh.bounds, resource_edits)))

@@ -152,15 +152,16 @@ def relax(pattern: str) -> str:
 # -- refine steps -------------------------------------------------------------------------
 
 
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # digit -> its Luhn-doubled value
+
+
 def luhn_ok(digits: str) -> bool:
     """The Luhn checksum of a string of ASCII digits."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    values = [ord(c) - 48 for c in reversed(digits)]
+    return (sum(values[0::2]) + sum(_DOUBLED[d] for d in values[1::2])) % 10 == 0
+
+
+_DIGIT_RUN = re.compile("[0-9]+")
 
 
 def _card_spans(text: str, start: int, end: int) -> list[Span]:
@@ -169,14 +170,7 @@ def _card_spans(text: str, start: int, end: int) -> list[Span]:
     Every contiguous sequence of groups is tried, so a card followed by more digits
     (`4111111111111111 1234`) is still found.
     """
-    groups: list[Span] = []
-    i = start
-    while i < end:
-        j = i
-        while j < end and text[j].isdigit():
-            j += 1
-        groups.append((i, j))
-        i = j + 1
+    groups = [m.span() for m in _DIGIT_RUN.finditer(text, start, end)]
     found: list[Span] = []
     g = 0
     while g < len(groups):
