@@ -170,6 +170,11 @@ def _card_spans(text: str, start: int, end: int) -> list[Span]:
     Every contiguous sequence of groups is tried, so a card followed by more digits
     (`4111111111111111 1234`) is still found.
     """
+    digits = text[start:end].replace(" ", "").replace("-", "")
+    if len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits):
+        return [(start, end)]  # the usual case: the run is one card
+    if len(digits) <= 13:
+        return []
     groups = [m.span() for m in _DIGIT_RUN.finditer(text, start, end)]
     found: list[Span] = []
     g = 0
