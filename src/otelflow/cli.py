@@ -1,4 +1,4 @@
-"""`otelflow run | validate | components`."""
+"""`otelflow run | validate | replay | record | components`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from otelflow import record, replay
 from otelflow.component import Kind
 from otelflow.config import ConfigErrors, load_config
 from otelflow.config.service import parse_config
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pipeline YAML; repeat to merge (later wins). "
                             "Default: the embedded config/default.yaml")
     sub.add_parser("components", help="list every component type and its signals")
+    replay.add_parser(sub)
+    record.add_parser(sub)
     return parser
 
 
@@ -31,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "components":
         return list_components(Registry())
+    if args.command in ("replay", "record"):
+        return (replay if args.command == "replay" else record).main(args)
     try:
         raw, source = load_config(args.config)
         config = parse_config(raw, source)

@@ -18,10 +18,12 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "hostmetrics": "otelflow.receivers.hostmetrics",
         "otlp": "otelflow.receivers.otlp",
         "prometheus": "otelflow.receivers.prometheus",
+        "replay": "otelflow.receivers.replay",
     },
     Kind.PROCESSOR: {
         "attributes": "otelflow.processors.attributes",
         "batch": "otelflow.processors.batch",
+        "drift": "otelflow.processors.drift",
         "redaction": "otelflow.processors.redaction",
         "resource": "otelflow.processors.resource",
         "tail_sampling": "otelflow.processors.tail_sampling",
@@ -31,10 +33,15 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "file": "otelflow.exporters.file",
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
+        "otlp_http": "otelflow.exporters.otlphttp",
+        "otlphttp": "otelflow.exporters.otlphttp",
         "prometheus": "otelflow.exporters.prometheus",
         "prometheusremotewrite": "otelflow.exporters.prometheus_remote_write",
     },
-    Kind.EXTENSION: {},
+    Kind.EXTENSION: {
+        "bearertokenauth": "otelflow.extensions.bearertokenauth",
+        "health_check": "otelflow.extensions.health_check",
+    },
 }
 
 ENTRY_POINT_GROUP = "otelflow.components"

@@ -88,9 +88,19 @@ def from_validation_error(
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
             if "input" in err and etype not in ("value_error", "assertion_error"):
-                msg = f"{msg} (got {err['input']!r})"
+                got = "<redacted>" if is_secret_path(loc) else repr(err["input"])
+                msg = f"{msg} (got {got})"
         errors.append(ConfigError(path, msg, file))
     return errors
+
+
+SECRET_KEYS = frozenset({"token", "tokens", "password", "secret", "headers", "api_key",
+                         "client_secret", "bearer_token"})
+
+
+def is_secret_path(loc: Sequence[str | int]) -> bool:
+    """True when a key path goes through a key that holds credentials (values never shown)."""
+    return any(isinstance(part, str) and part.lower() in SECRET_KEYS for part in loc)
 
 
 def _is_union_tag(part: str) -> bool:

@@ -1,0 +1,57 @@
+"""The pytest plugin as a user meets it: `pytest` run in a temporary directory on a small
+user-style test file (the README example) that uses only the documented API."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = Path(__file__).parent / "testdata" / "readme_example.py"
+README_MARKER = "<!-- otelflow-testing-example -->"
+
+
+def example_source() -> str:
+    """The README's example when the README carries it (after the marker), else the copy here."""
+    readme = ROOT / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    if README_MARKER in text:
+        block = re.search(r"```python\n(.*?)```", text.split(README_MARKER, 1)[1], re.S)
+        if block:
+            return block.group(1)
+    return EXAMPLE.read_text()
+
+
+def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess:
+    # this checkout's package first (PYTHONPATH=src is relative to the repository root)
+    paths = [str(ROOT / "src"), *(str(Path(p).resolve())
+                                  for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, str(directory)],
+        cwd=directory, env=env, capture_output=True, text=True, timeout=120)
+
+
+def user_project(tmp_path: Path, source: str) -> Path:
+    (tmp_path / "test_pipeline.py").write_text(source)
+    shutil.copytree(ROOT / "tests" / "fixtures", tmp_path / "fixtures",
+                    ignore=shutil.ignore_patterns("*.py"))
+    return tmp_path
+
+
+def test_readme_example_passes_in_a_fresh_directory(tmp_path):
+    proc = run_pytest(user_project(tmp_path, example_source()))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 passed" in proc.stdout
+
+
+def test_a_broken_expectation_fails(tmp_path):
+    source = example_source().replace('"http.route": "/api/orders/{id}"', '"http.route": "/api/nowhere"')
+    assert source != example_source()
+    proc = run_pytest(user_project(tmp_path, source), "-k", "recorded_errors")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 failed, 2 deselected" in proc.stdout
