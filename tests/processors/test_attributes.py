@@ -182,3 +182,12 @@ def test_invalid_actions(action, error):
 
 def test_actions_are_required():
     assert "processors.attributes.actions" in config_errors({"attributes": {}})
+
+
+def test_exclude_by_service_skips_the_whole_group():
+    req = spans_request({"a": "1"}, {"a": "2"}, service="payments")
+    config = {"actions": [{"key": "a", "action": "delete"}],
+              "exclude": {"match_type": "strict", "services": ["payments"]}}
+    assert span_attrs(run(config, req)) == [{"a": "1"}, {"a": "2"}]
+    other = spans_request({"a": "1"}, service="shop")
+    assert span_attrs(run(config, other)) == [{}]

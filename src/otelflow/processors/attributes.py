@@ -428,16 +428,20 @@ class Matcher:
                     and bool(self._rx(str(wanted.value)).search(found.value.string_value)))
         return found.value == _to_any(wanted.value)
 
-    def matches(self, resource: Any, scope: Any, item: Any, signal: Signal) -> bool:
+    def group_matches(self, resource: Any, scope: Any) -> bool:
+        """The resource- and scope-level conditions (checked once per scope group)."""
         p = self.props
         if p.services and not self._text(p.services, _service(resource)):
             return False
         if p.resources and not self._attrs(resource.attributes, p.resources, every=False):
             return False
-        if p.libraries and not any(
-                scope.name == lib.name and (lib.version is None or scope.version == lib.version)
-                for lib in p.libraries):
-            return False
+        return not p.libraries or any(
+            scope.name == lib.name and (lib.version is None or scope.version == lib.version)
+            for lib in p.libraries)
+
+    def item_matches(self, item: Any, signal: Signal) -> bool:
+        """The item-level conditions."""
+        p = self.props
         if p.attributes and not self._attrs(item.attributes, p.attributes, every=True):
             return False
         if signal is Signal.TRACES:
@@ -504,16 +508,18 @@ class AttributesProcessor(Processor):
     def process(self, batch: Batch) -> None:
         sig = batch.signal
         touch = Toucher(batch)
+        include, exclude = self.include, self.exclude
         for rx in getattr(batch.message, sig.resource_field):
             for sx in getattr(rx, sig.scope_field):
+                if include and not include.group_matches(rx.resource, sx.scope):
+                    continue
+                excluding = exclude is not None and exclude.group_matches(rx.resource, sx.scope)
                 for item in getattr(sx, sig.item_field):
-                    if self._selected(rx.resource, sx.scope, item, sig):
-                        self._apply(item, sig, touch)
-
-    def _selected(self, resource: Any, scope: Any, item: Any, signal: Signal) -> bool:
-        if self.include and not self.include.matches(resource, scope, item, signal):
-            return False
-        return not (self.exclude and self.exclude.matches(resource, scope, item, signal))
+                    if include and not include.item_matches(item, sig):
+                        continue
+                    if excluding and exclude.item_matches(item, sig):
+                        continue
+                    self._apply(item, sig, touch)
 
     def _apply(self, item: Any, signal: Signal, touch: Callable[[], None]) -> None:
         if signal is Signal.METRICS:
