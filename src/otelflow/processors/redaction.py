@@ -11,8 +11,11 @@ data point and exemplar attributes. Nested kvlist/array values are walked with t
 Speed: every value pattern, blocked key pattern and ignored key is relaxed into one RE2
 alternation that runs once over the serialized request. Nothing matched and every key
 allowed: the batch passes untouched, its received bytes reusable. Otherwise a walk of the
-protobuf framing finds the resources, scopes and items the matches fall in, and only those
-are visited from Python; `batch.mutable()` is called on the first actual change.
+protobuf framing finds the resources, scopes, items and item fields the matches fall in, and
+only those are visited from Python; `batch.mutable()` is called on the first actual change,
+and when a few items changed they are re-encoded and spliced into the received bytes.
+Allow-list mode (`allow_all_keys: false`) visits every key; `redact_all_types` and the URL
+sanitizer on span names / log bodies check every value (no byte pattern can announce them).
 """
 
 from __future__ import annotations
