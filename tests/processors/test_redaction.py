@@ -416,3 +416,14 @@ def test_testdata_config_loads():
     actions = config.component(Kind.PROCESSOR, "attributes/example").config.actions
     assert [a.action for a in actions][:4] == ["delete", "upsert", "update", "insert"]
     assert config.pipelines["traces"].processors[-1] == "redaction"
+
+
+def test_summary_adds_to_what_an_upstream_processor_wrote():
+    req = trace_request({"http.method": "GET", "a": EMAIL, "redaction.masked.keys": "x",
+                         "redaction.masked.count": 1})
+    for raw in (True, False):
+        span = span_of(run(ALL_ON, req, raw=raw))
+        attrs = as_dict(span.attributes)
+        assert attrs["redaction.masked.keys"] == "a,x"
+        assert attrs["redaction.masked.count"] == 2
+        assert [kv.key for kv in span.attributes].count("redaction.masked.count") == 1

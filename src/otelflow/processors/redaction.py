@@ -426,6 +426,7 @@ class RedactionProcessor(Processor):
         parts += [re2.escape(k) for k in self.url_keys]
         if config.summary != "silent":
             parts += [re2.escape(k) for k in config.ignored_keys] + config.ignored_key_patterns
+            parts.append(re2.escape("redaction."))  # existing summary keys get visited too
         if not parts:
             return None, False
         relaxed = [relax(p) for p in parts]
@@ -473,13 +474,14 @@ class RedactionProcessor(Processor):
 class _Report:
     """What one attribute map (or one log body) had done to it."""
 
-    __slots__ = ("allowed", "ignored", "masked", "redacted")
+    __slots__ = ("allowed", "has_summary", "ignored", "masked", "redacted")
 
     def __init__(self) -> None:
         self.redacted: list[str] = []
         self.masked: list[str] = []
         self.allowed: list[str] = []
         self.ignored = 0
+        self.has_summary = False  # the map already holds summary keys (from upstream)
 
 
 Children = dict[int, set[int]] | None
@@ -612,6 +614,7 @@ class _Walk:
         self.attrs(record.attributes, check, report, only=_only(child, _LOG.attributes))
         if record.HasField("body") and _has(child, _LOG.body):
             self.body(record.body, check, body)
+        body.has_summary = report.has_summary  # the body summary goes to the attributes too
         self.summarize(record.attributes, report)
         self.summarize(record.attributes, body, _BODY_SUMMARY)
 
@@ -639,6 +642,7 @@ class _Walk:
             key = kv.key
             action = rules.key_action(key)
             if action in (CHECK, SUMMARY):
+                report.has_summary |= action == SUMMARY
                 if key in self.url_keys:
                     self.sanitize_url_value(kv.value)
                 if check or not rules.allow_all:
@@ -749,35 +753,34 @@ class _Walk:
                                      or report.ignored):
             return
         self.touch()
+        merge = report.has_summary  # add to what an upstream processor wrote
         for keys, (keys_name, count_name) in zip(
                 (report.redacted, report.masked, report.allowed),
                 (names[0:2], names[2:4], names[4:6]), strict=True):
             if keys:
                 if level == "debug":
-                    _put_keys(kvs, keys_name, keys)
-                _add_count(kvs, count_name, len(keys))
+                    _put_keys(kvs, keys_name, keys, merge)
+                _add_count(kvs, count_name, len(keys), merge)
         if report.ignored:
-            _add_count(kvs, names[6], report.ignored)
+            _add_count(kvs, names[6], report.ignored, merge)
 
 
-def _find(kvs: Any, key: str) -> Any:
-    for kv in kvs:
-        if kv.key == key:
-            return kv.value
-    return None
+def _entry(kvs: Any, key: str, merge: bool) -> Any:
+    """The value of `key` in `kvs` (searched only when `merge`), added when missing."""
+    if merge:
+        for kv in kvs:
+            if kv.key == key:
+                return kv.value
+    return kvs.add(key=key).value
 
 
-def _put_keys(kvs: Any, key: str, keys: list[str]) -> None:
-    value = _find(kvs, key)
-    if value is None:
-        value = kvs.add(key=key).value
-    elif value.string_value:
+def _put_keys(kvs: Any, key: str, keys: list[str], merge: bool) -> None:
+    value = _entry(kvs, key, merge)
+    if value.string_value:
         keys = keys + value.string_value.split(",")
     value.string_value = ",".join(sorted(keys))
 
 
-def _add_count(kvs: Any, key: str, n: int) -> None:
-    value = _find(kvs, key)
-    if value is None:
-        value = kvs.add(key=key).value
+def _add_count(kvs: Any, key: str, n: int, merge: bool) -> None:
+    value = _entry(kvs, key, merge)
     value.int_value = value.int_value + n
