@@ -21,8 +21,11 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "replay": "otelflow.receivers.replay",
     },
     Kind.PROCESSOR: {
+        "attributes": "otelflow.processors.attributes",
         "batch": "otelflow.processors.batch",
         "drift": "otelflow.processors.drift",
+        "redaction": "otelflow.processors.redaction",
+        "resource": "otelflow.processors.resource",
         "tail_sampling": "otelflow.processors.tail_sampling",
     },
     Kind.EXPORTER: {
