@@ -17,6 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from otelflow.config.loader import default_config_text
 from otelflow.fileformat import read_records
 from otelflow.pdata import Signal, iter_scopes
 from otelflow.testing.process import CollectorProcess, free_port
@@ -26,11 +27,10 @@ EMAIL = "jane.doe@example.com"
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.sig"
 CARD = "4111 1111 1111 1111"
 ORDER_ID = "1234567890123456"  # 16 digits, fails Luhn: must survive
-DEFAULT = Path(__file__).parent / "testdata" / "redaction_default.yaml"
 
 
 def collector_config(port: int, out: Path) -> str:
-    redaction = yaml.safe_load(DEFAULT.read_text())["processors"]["redaction"]
+    redaction = yaml.safe_load(default_config_text())["processors"]["redaction"]  # the shipped default
     redaction["summary"] = "debug"
     config = {
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{port}"}}}},

@@ -10,15 +10,15 @@ from pathlib import Path
 import yaml
 
 from otelflow import otlp_json
+from otelflow.config.loader import default_config_text
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "pii_logs"
-DEFAULT = Path(__file__).parent / "testdata" / "redaction_default.yaml"
 PII = re.compile(r"[\w.+-]+@example\.(?:com|org|net)|Bearer [\w.~+/-]+|\+1-202-555-\d{4}"
                  r"|198\.51\.100\.\d+|4111 1111 1111 1111|5555-5555-5555-4444|378282246310005")
 
 
 def pipeline_yaml() -> str:
-    redaction = yaml.safe_load(DEFAULT.read_text())["processors"]["redaction"]
+    redaction = yaml.safe_load(default_config_text())["processors"]["redaction"]  # the shipped default
     redaction["value_patterns"] += ["phone_e164", "ipv4"]
     return yaml.safe_dump({
         "processors": {"redaction": redaction},
