@@ -170,7 +170,8 @@ class MockKafkaCluster:
 
     def create_topic(self, topic: str, partitions: int = 6, replication: int | None = None) -> None:
         replication = min(replication or self.broker_count, self.broker_count)
-        err = self._lib.rd_kafka_mock_topic_create(self._mc, topic.encode(), partitions, replication)
+        err = self._lib.rd_kafka_mock_topic_create(self._mc, topic.encode(), partitions,
+                                                   replication)
         self._check(err, f"creating topic {topic!r}")
 
     def broker_down(self, broker_id: int) -> None:
