@@ -14,6 +14,7 @@ from otelflow.config.errors import choices_text, did_you_mean
 
 BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.RECEIVER: {
+        "kafka": "otelflow.receivers.kafka",
         "otlp": "otelflow.receivers.otlp",
     },
     Kind.PROCESSOR: {
@@ -22,6 +23,8 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
         "file": "otelflow.exporters.file",
+        "kafka": "otelflow.exporters.kafka",
+        "loadbalancing": "otelflow.exporters.loadbalancing",
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
     },
