@@ -16,6 +16,8 @@ included, can talk to over loopback TCP. The library comes from the `confluent-k
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import glob
@@ -105,6 +107,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "rd_kafka_mock_partition_set_leader": (ctypes.c_int, [vp, cp, i32, i32]),
         "rd_kafka_mock_coordinator_set": (ctypes.c_int, [vp, cp, cp, i32]),
         "rd_kafka_mock_clear_request_errors": (None, [vp, ctypes.c_int16]),
+        "rd_kafka_mock_group_initial_rebalance_delay_ms": (None, [vp, i32]),
         "rd_kafka_mock_push_request_errors_array": (
             None, [vp, ctypes.c_int16, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int)]),
     }
@@ -116,10 +119,15 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 class MockKafkaCluster:
-    """A librdkafka mock cluster: `brokers` brokers (ids 1..n) listening on loopback."""
+    """A librdkafka mock cluster: `brokers` brokers (ids 1..n) listening on loopback.
 
-    def __init__(self, brokers: int = 3):
+    `rebalance_delay_ms` is the group coordinator's initial rebalance delay (Kafka's
+    `group.initial.rebalance.delay.ms`, 3 s by default), shortened so tests join fast.
+    """
+
+    def __init__(self, brokers: int = 3, rebalance_delay_ms: int = 100):
         self.broker_count = brokers
+        self.rebalance_delay_ms = rebalance_delay_ms
         self._lib = load_librdkafka()
         self._rk: int | None = None
         self._mc: int | None = None
@@ -143,6 +151,8 @@ class MockKafkaCluster:
             self.stop()
             raise RuntimeError("rd_kafka_mock_cluster_new failed")
         self.bootstrap_servers = lib.rd_kafka_mock_cluster_bootstraps(self._mc).decode()
+        if hasattr(lib, "rd_kafka_mock_group_initial_rebalance_delay_ms"):
+            lib.rd_kafka_mock_group_initial_rebalance_delay_ms(self._mc, self.rebalance_delay_ms)
         return self
 
     def stop(self) -> None:
@@ -204,6 +214,31 @@ class MockKafkaCluster:
         self._lib.rd_kafka_mock_clear_request_errors(self._mc, int(api))
 
 
+@contextlib.contextmanager
+def followers_sync_first(delay: float = 0.3) -> Iterator[None]:
+    """Make an aiokafka group leader send its SyncGroup `delay` s after the followers.
+
+    The mock's group coordinator (unlike a real broker) answers INVALID_REQUEST to a follower
+    whose SyncGroup arrives after the leader's, and consumers sharing one event loop always
+    lose that race, so in-process tests with several members of a group never settle. Only
+    the request order changes; a real broker accepts either.
+    """
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    original = GroupCoordinator._perform_assignment
+
+    async def perform_assignment(self, response):
+        if len(response.members) > 1:
+            await asyncio.sleep(delay)
+        return await original(self, response)
+
+    GroupCoordinator._perform_assignment = perform_assignment
+    try:
+        yield
+    finally:
+        GroupCoordinator._perform_assignment = original
+
+
 try:
     import pytest
 except ImportError:  # pragma: no cover - only the fixture needs pytest
@@ -213,6 +248,9 @@ if pytest is not None:
 
     @pytest.fixture
     def kafka_cluster() -> Iterator[MockKafkaCluster]:
-        """A started 3-broker mock cluster; create topics with `create_topic(name, 6)`."""
-        with MockKafkaCluster(brokers=3) as cluster:
+        """A started 3-broker mock cluster; create topics with `create_topic(name, 6)`.
+
+        In-process aiokafka consumer groups are made mock-friendly (`followers_sync_first`).
+        """
+        with MockKafkaCluster(brokers=3) as cluster, followers_sync_first():
             yield cluster
