@@ -13,7 +13,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otelflow import otlp_json
 from otelflow.component import Kind
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.exporters.kafka import (
     KafkaExporterConfig,
     create_exporter,
@@ -177,11 +178,16 @@ async def test_single_item_over_limit_is_counted_not_silent(kafka_cluster: MockK
         "otelflow_dropped_items_total",
         {"component": "kafka", "otel_signal": "logs", "reason": "too_large"})
     assert dropped == 1
+
+    def bodies(records):
+        return [lr.body.string_value for r in records
+                for rl in ExportLogsServiceRequest.FromString(r.value).resource_logs
+                for sl in rl.scope_logs for lr in sl.log_records]
+
     records = await read_topic(kafka_cluster.bootstrap_servers, "otlp_logs",
-                               lambda r: len(r) >= 1)
-    got = [lr.body.string_value for r in records
-           for rl in ExportLogsServiceRequest.FromString(r.value).resource_logs
-           for sl in rl.scope_logs for lr in sl.log_records]
+                               lambda r: len(bodies(r)) >= 2)
+    await asyncio.sleep(0.2)
+    got = bodies(records)
     assert sorted(got) == ["x" * 10, "x" * 10]
 
 

@@ -449,7 +449,9 @@ class KafkaReceiver(Component):
         try:
             await consumer.commit(pending)
         except KafkaError as exc:
-            self.log.warning("offset commit failed", error=str(exc))
+            # CommitFailedError (a rebalance got in between) is common: the marks stay
+            # and are committed by the next attempt or before the partitions move
+            self.log.warning("offset commit failed", error=type(exc).__name__)
             return
         self._committed.update(pending)
         for tp, off in pending.items():
@@ -470,6 +472,7 @@ class _Listener(ConsumerRebalanceListener):
         async with r._processing:  # the message in hand finishes (or gives up) first
             if r._consumer is not None:
                 await r._commit(r._consumer, set(revoked))
+        r.assigned = r.assigned - set(revoked)
         for tp in revoked:
             r._marked.pop(tp, None)
             r._committed.pop(tp, None)
