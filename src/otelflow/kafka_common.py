@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from otelflow import otlp_json
+from otelflow.config.tls import TLSClientSettings
 from otelflow.config.types import ConfigModel, Duration
 from otelflow.pdata import Request, Signal
 
@@ -24,23 +25,11 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+(\.\d+)?$")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-class TLSSettings(ConfigModel):
-    """Client TLS (Go `configtls.ClientConfig`, the keys that apply to Kafka)."""
+class TLSSettings(TLSClientSettings):
+    """Client TLS (Go `configtls.ClientConfig` keys), as an `ssl.SSLContext` for aiokafka."""
 
-    insecure: bool = False
-    insecure_skip_verify: bool = False
-    ca_file: str | None = None
     ca_pem: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    server_name_override: str | None = None
     min_version: Literal["1.2", "1.3"] = "1.2"
-
-    @model_validator(mode="after")
-    def _pair(self) -> TLSSettings:
-        if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("cert_file and key_file must be set together")
-        return self
 
     def context(self) -> ssl.SSLContext | None:
         """An SSLContext, or None when `insecure: true` (plaintext)."""

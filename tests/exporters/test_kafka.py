@@ -15,16 +15,10 @@ from otelflow import otlp_json
 from otelflow.component import Kind
 from otelflow.config import ConfigErrors, load_config
 from otelflow.config.service import parse_config
-from otelflow.exporters.kafka import (
-    KafkaExporterConfig,
-    create_exporter,
-    sarama_partition,
-    split_by_resource,
-    split_by_trace_id,
-    split_in_two,
-)
+from otelflow.exporters.kafka import KafkaExporterConfig, create_exporter, sarama_partition
 from otelflow.pdata import Batch, Signal, count_items
 from otelflow.pipeline.exporterhelper import ExporterChain
+from otelflow.pipeline.split import split_by_resource, split_by_trace_id, split_in_two
 from otelflow.telemetry.metrics import SelfMetrics
 from otelflow.testing.kafka_mock import ApiKey, KafkaErrorCode, MockKafkaCluster
 from tests.kafka_support import logs, metrics, read_topic, settings, span_ids, traces

@@ -11,7 +11,6 @@ split per resource, keyed by a hash of its attributes. Messages over
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import random
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from otelflow.config.types import ByteSize, ConfigModel, Duration
 from otelflow.kafka_common import DEFAULT_TOPICS, ClientSettings, encode_otlp
 from otelflow.pdata import Batch, Request, Signal
 from otelflow.pipeline.exporterhelper import ExporterSettings
+from otelflow.pipeline.split import split_by_resource, split_by_trace_id, split_in_two
 
 Encoding = Literal["otlp_proto", "otlp_json", "raw"]
 Message = tuple[bytes | None, bytes]  # (key, value)
@@ -113,91 +113,6 @@ def create_exporter(settings: CreateSettings, config: KafkaExporterConfig) -> Ka
 
 FACTORY = Factory(Kind.EXPORTER, "kafka", KafkaExporterConfig, create_exporter,
                   description="Writes OTLP traces, metrics and logs to Kafka topics.")
-
-
-# -- splitting requests without leaving protobuf ----------------------------------------
-
-
-def _layout(signal: Signal) -> tuple[str, str, str]:
-    return signal.resource_field, signal.scope_field, signal.item_field
-
-
-def _new_scope(signal: Signal, request: Request, resource: Any, scope: Any) -> Any:
-    """Append a resource_x/scope_x pair (copying resource, scope, schema urls) to `request`."""
-    rfield, sfield, _ = _layout(signal)
-    new_resource = getattr(request, rfield).add()
-    new_resource.resource.CopyFrom(resource.resource)
-    new_resource.schema_url = resource.schema_url
-    new_scope = getattr(new_resource, sfield).add()
-    new_scope.scope.CopyFrom(scope.scope)
-    new_scope.schema_url = scope.schema_url
-    return new_scope
-
-
-def split_by_trace_id(signal: Signal, request: Request) -> list[tuple[bytes, Request]]:
-    """(trace id, request holding only that trace's spans/records), in first-seen order.
-
-    A request that already holds one trace is returned as is. Items without a trace id share
-    the key b"".
-    """
-    rfield, sfield, ifield = _layout(signal)
-    groups: list[tuple[Any, Any, dict[bytes, list[Any]]]] = []
-    trace_ids: dict[bytes, None] = {}
-    for resource in getattr(request, rfield):
-        for scope in getattr(resource, sfield):
-            by_trace: dict[bytes, list[Any]] = {}
-            for item in getattr(scope, ifield):
-                by_trace.setdefault(item.trace_id, []).append(item)
-            trace_ids.update(dict.fromkeys(by_trace))
-            groups.append((resource, scope, by_trace))
-    if len(trace_ids) <= 1:
-        return [(next(iter(trace_ids), b""), request)]
-    out: dict[bytes, Request] = {tid: signal.request_type() for tid in trace_ids}
-    for resource, scope, by_trace in groups:
-        for tid, items in by_trace.items():
-            getattr(_new_scope(signal, out[tid], resource, scope), ifield).extend(items)
-    return list(out.items())
-
-
-def resource_key(resource: Any) -> bytes:
-    """A 16-byte hash of a resource's attributes, independent of their order."""
-    digest = hashlib.blake2b(digest_size=16)
-    for kv in sorted(resource.resource.attributes, key=lambda kv: kv.key):
-        digest.update(kv.SerializeToString(deterministic=True))
-    return digest.digest()
-
-
-def split_by_resource(signal: Signal, request: Request) -> list[tuple[bytes, Request]]:
-    """(attribute hash, request holding only that resource), one per resource."""
-    resources = getattr(request, signal.resource_field)
-    if len(resources) == 1:
-        return [(resource_key(resources[0]), request)]
-    out = []
-    for resource in resources:
-        part = signal.request_type()
-        getattr(part, signal.resource_field).add().CopyFrom(resource)
-        out.append((resource_key(resource), part))
-    return out
-
-
-def split_in_two(signal: Signal, request: Request) -> tuple[Request, Request] | None:
-    """Halve a request by items (metrics for metrics), or None when it holds a single item."""
-    rfield, sfield, ifield = _layout(signal)
-    total = sum(len(getattr(s, ifield)) for r in getattr(request, rfield)
-                for s in getattr(r, sfield))
-    if total < 2:
-        return None
-    halves = (signal.request_type(), signal.request_type())
-    seen, middle = 0, total // 2
-    for resource in getattr(request, rfield):
-        for scope in getattr(resource, sfield):
-            items = getattr(scope, ifield)
-            cut = min(max(middle - seen, 0), len(items))
-            for half, part in zip(halves, (items[:cut], items[cut:]), strict=True):
-                if part:
-                    getattr(_new_scope(signal, half, resource, scope), ifield).extend(part)
-            seen += len(items)
-    return halves
 
 
 def raw_log_bodies(request: Request, by_trace: bool) -> Iterator[Message]:

@@ -1,0 +1,111 @@
+"""Splitting OTLP requests without leaving protobuf (no dict conversions): by trace id, by
+resource, in halves. Used by exporters that key or size their messages (kafka, loadbalancing).
+
+Resources, scopes and schema urls are copied into each part; items are copied once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from otelflow.pdata import Request, Signal
+
+
+def _layout(signal: Signal) -> tuple[str, str, str]:
+    return signal.resource_field, signal.scope_field, signal.item_field
+
+
+def _new_scope(signal: Signal, request: Request, resource: Any, scope: Any) -> Any:
+    """Append a resource_x/scope_x pair (copying resource, scope, schema urls) to `request`."""
+    rfield, sfield, _ = _layout(signal)
+    new_resource = getattr(request, rfield).add()
+    new_resource.resource.CopyFrom(resource.resource)
+    new_resource.schema_url = resource.schema_url
+    new_scope = getattr(new_resource, sfield).add()
+    new_scope.scope.CopyFrom(scope.scope)
+    new_scope.schema_url = scope.schema_url
+    return new_scope
+
+
+def group_items(signal: Signal, request: Request,
+                key: Callable[[Any], Hashable]) -> list[tuple[Hashable, Request]]:
+    """(key, request holding only the items with that key), in first-seen key order.
+
+    `key` maps a span / metric / log record to its group. A request whose items all share
+    one key is returned as is (no copy).
+    """
+    rfield, sfield, ifield = _layout(signal)
+    groups: list[tuple[Any, Any, dict[Hashable, list[Any]]]] = []
+    keys: dict[Hashable, None] = {}
+    for resource in getattr(request, rfield):
+        for scope in getattr(resource, sfield):
+            by_key: dict[Hashable, list[Any]] = {}
+            for item in getattr(scope, ifield):
+                by_key.setdefault(key(item), []).append(item)
+            keys.update(dict.fromkeys(by_key))
+            groups.append((resource, scope, by_key))
+    if len(keys) <= 1:
+        return [(next(iter(keys), None), request)]
+    out: dict[Hashable, Request] = {k: signal.request_type() for k in keys}
+    for resource, scope, by_key in groups:
+        for k, items in by_key.items():
+            getattr(_new_scope(signal, out[k], resource, scope), ifield).extend(items)
+    return list(out.items())
+
+
+def _trace_id(item: Any) -> bytes:
+    return item.trace_id
+
+
+def split_by_trace_id(signal: Signal, request: Request) -> list[tuple[bytes, Request]]:
+    """(trace id, request holding only that trace's spans / log records).
+
+    Items without a trace id share the key b"".
+    """
+    return [(tid or b"", part) for tid, part in group_items(signal, request, _trace_id)]
+
+
+def resource_key(resource: Any) -> bytes:
+    """A 16-byte hash of a resource's attributes, independent of their order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for kv in sorted(resource.resource.attributes, key=lambda kv: kv.key):
+        digest.update(kv.SerializeToString(deterministic=True))
+    return digest.digest()
+
+
+def split_by_resource(signal: Signal, request: Request,
+                      key: Callable[[Any], Hashable] = resource_key
+                      ) -> list[tuple[Hashable, Request]]:
+    """(key(resource_x), request holding the resources with that key); default key: a hash
+    of the resource attributes."""
+    resources = getattr(request, signal.resource_field)
+    keys = [key(resource) for resource in resources]
+    if len(set(keys)) <= 1:
+        return [(keys[0] if keys else None, request)]
+    out: dict[Hashable, Request] = {}
+    for k, resource in zip(keys, resources, strict=True):
+        part = out.setdefault(k, signal.request_type())
+        getattr(part, signal.resource_field).add().CopyFrom(resource)
+    return list(out.items())
+
+
+def split_in_two(signal: Signal, request: Request) -> tuple[Request, Request] | None:
+    """Halve a request by items (metrics for metrics), or None when it holds a single item."""
+    rfield, sfield, ifield = _layout(signal)
+    total = sum(len(getattr(s, ifield)) for r in getattr(request, rfield)
+                for s in getattr(r, sfield))
+    if total < 2:
+        return None
+    halves = (signal.request_type(), signal.request_type())
+    seen, middle = 0, total // 2
+    for resource in getattr(request, rfield):
+        for scope in getattr(resource, sfield):
+            items = getattr(scope, ifield)
+            cut = min(max(middle - seen, 0), len(items))
+            for half, part in zip(halves, (items[:cut], items[cut:]), strict=True):
+                if part:
+                    getattr(_new_scope(signal, half, resource, scope), ifield).extend(part)
+            seen += len(items)
+    return halves
