@@ -111,17 +111,17 @@ def wait_assigned(proc: CollectorProcess, partitions: int, timeout: float = 20.0
 
 
 def read_output(path: Path, signal: Signal, expected: int, timeout: float = 20.0) -> list:
+    """The requests of `signal` in a file exporter's output, once it holds `expected` items
+    (or at the deadline); `timeout=0` reads once."""
     deadline = time.monotonic() + timeout
-    got: list = []
-    while time.monotonic() < deadline:
+    while True:
         try:
             got = [m for s, m in read_records(path) if s is signal] if path.exists() else []
         except ValueError:  # a line being written
             got = []
-        if sum(count_items(signal, m) for m in got) >= expected:
-            break
+        if sum(count_items(signal, m) for m in got) >= expected or time.monotonic() > deadline:
+            return got
         time.sleep(0.1)
-    return got
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +227,188 @@ def test_logs_round_trip(chain):
                  for _res, sc in iter_scopes(Signal.LOGS, msg) for r in sc.log_records)
     assert len(expected) == 200
     assert got == expected
+
+
+# -- fault: the gateway process is killed mid-stream ------------------------------------
+
+
+def produce_in_thread(brokers: str, topic: str, count: int, seconds: float) -> tuple:
+    """Send `count` one-span trace requests over about `seconds` from a background thread;
+    returns (thread, span ids sent)."""
+    import asyncio
+    import os
+    import threading
+
+    from aiokafka import AIOKafkaProducer
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    span_ids = [os.urandom(8) for _ in range(count)]
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all")
+        await producer.start()
+        try:
+            for i, sid in enumerate(span_ids):
+                req = ExportTraceServiceRequest()
+                req.resource_spans.add().scope_spans.add().spans.add(
+                    trace_id=os.urandom(16), span_id=sid, name=f"msg-{i}")
+                await producer.send(topic, req.SerializeToString())
+                if i % 50 == 0:
+                    await asyncio.sleep(seconds * 50 / count)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    thread.start()
+    return thread, span_ids
+
+
+def span_ids_in(*paths: Path) -> list[bytes]:
+    out = []
+    for path in paths:
+        for msg in read_output(path, Signal.TRACES, 0, timeout=0):
+            out += [s.span_id for _r, sc in iter_scopes(Signal.TRACES, msg) for s in sc.spans]
+    return out
+
+
+def test_gateway_killed_mid_stream_loses_nothing(cluster, tmp_path):
+    """With message_marking.after the offset is committed only once the pipeline took the
+    message: SIGKILL the gateway halfway, start it again, every message arrives (at least
+    once)."""
+    brokers, prefix = cluster.bootstrap_servers, "replay-"
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    marking = "\n    message_marking: {after: true}"
+    gateway = CollectorProcess(gateway_yaml(brokers, "otlp_proto", prefix, first, "replay",
+                                            marking)).start()
+    try:
+        wait_assigned(gateway, 18)
+        thread, sent = produce_in_thread(brokers, f"{prefix}spans", 3000, seconds=3.0)
+        deadline = time.monotonic() + 20
+        while len(span_ids_in(first)) < 800 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gateway.kill()
+    finally:
+        gateway.stop()
+    before = set(span_ids_in(first))
+    assert 0 < len(before) < len(sent), "the kill did not land mid-stream"
+    with CollectorProcess(gateway_yaml(brokers, "otlp_proto", prefix, second, "replay",
+                                       marking)) as restarted:
+        thread.join(30)
+        deadline = time.monotonic() + 30
+        while not set(sent) <= before | set(span_ids_in(second)):
+            assert time.monotonic() < deadline, restarted.logs()[-3000:]
+            time.sleep(0.2)
+        assert restarted.stop() == 0
+    assert set(sent) <= before | set(span_ids_in(second))
+
+
+# -- scale-out: an agent and two gateways in one consumer group ---------------------------
+
+
+def tail_sampling_available() -> bool:
+    from otelflow.component import Kind
+    from otelflow.registry import Registry
+
+    return "tail_sampling" in Registry(plugins=False).types(Kind.PROCESSOR)
+
+
+def scale_gateway_yaml(brokers: str, out: Path, sampling: bool) -> str:
+    processors = """
+processors:
+  tail_sampling:
+    decision_wait: 2s
+    policies:
+      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}""" \
+        if sampling else ""
+    chain = "[tail_sampling]" if sampling else "[]"
+    return f"""
+receivers:
+  kafka:
+    brokers: {brokers}
+    group_id: gateways
+    initial_offset: earliest
+    traces: {{topic: scale-spans}}{FAST_GROUP}
+    message_marking: {{after: true}}{processors}
+exporters:
+  file: {{path: {out}, flush_interval: 0s}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [kafka], processors: {chain}, exporters: [file]}}
+"""
+
+
+def send_5000_traces(port: int) -> tuple[dict[bytes, int], set[bytes]]:
+    """5,000 traces of 3 spans, every 10th with an error child; (trace id -> spans, errors)."""
+    from opentelemetry.trace import Status, StatusCode, set_span_in_context
+
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True),
+        max_queue_size=20_000, max_export_batch_size=1000, schedule_delay_millis=100))
+    tracer = provider.get_tracer("scale")
+    spans, errors = {}, set()
+    for i in range(5000):
+        root = tracer.start_span("checkout")
+        ctx = set_span_in_context(root)
+        for c in range(2):
+            child = tracer.start_span(f"step-{c}", context=ctx)
+            if i % 10 == 0 and c == 1:
+                child.set_status(Status(StatusCode.ERROR, "declined"))
+            child.end()
+        root.end()
+        tid = root.get_span_context().trace_id.to_bytes(16, "big")
+        spans[tid] = 3
+        if i % 10 == 0:
+            errors.add(tid)
+    provider.shutdown()
+    return spans, errors
+
+
+def spans_by_trace(path: Path) -> dict[bytes, list[bytes]]:
+    out: dict[bytes, list[bytes]] = {}
+    for msg in read_output(path, Signal.TRACES, 0, timeout=0):
+        for _r, sc in iter_scopes(Signal.TRACES, msg):
+            for s in sc.spans:
+                out.setdefault(s.trace_id, []).append(s.span_id)
+    return out
+
+
+def test_scale_out_each_trace_on_exactly_one_gateway(cluster, tmp_path):
+    """agent (partition_traces_by_id) -> 6 partitions -> two gateways in one group: every
+    trace is decided by one gateway only; every error trace is kept once and complete."""
+    cluster.create_topic("scale-spans", 6)
+    brokers, port, sampling = cluster.bootstrap_servers, free_port(), tail_sampling_available()
+    outs = [tmp_path / "gw1.jsonl", tmp_path / "gw2.jsonl"]
+    agent = agent_yaml(port, brokers, "otlp_proto", "scale-")
+    with CollectorProcess(scale_gateway_yaml(brokers, outs[0], sampling)) as g1, \
+            CollectorProcess(scale_gateway_yaml(brokers, outs[1], sampling)) as g2, \
+            CollectorProcess(agent, wait_port=port):
+        deadline = time.monotonic() + 30
+        while True:  # a settled group: both members hold a disjoint share of the 6
+            a, b = (set((assignments(g) or [[]])[-1]) for g in (g1, g2))
+            if a and b and not a & b and len(a | b) == 6:
+                break
+            assert time.monotonic() < deadline, g1.logs()[-2000:] + g2.logs()[-2000:]
+            time.sleep(0.1)
+        spans, errors = send_5000_traces(port)
+        wanted = errors if sampling else set(spans)
+        deadline = time.monotonic() + 40
+        while True:
+            seen = [spans_by_trace(o) for o in outs]
+            if wanted <= set(seen[0]) | set(seen[1]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        time.sleep(2.5 if sampling else 0.5)  # anything late or duplicated shows up now
+        seen = [spans_by_trace(o) for o in outs]
+    assert seen[0] and seen[1], "one gateway got nothing"
+    assert not set(seen[0]) & set(seen[1]), "a trace was decided by both gateways"
+    kept = {**seen[0], **seen[1]}
+    for tid in wanted:
+        assert tid in kept, "a trace was lost"
+        assert len(kept[tid]) == 3 == len(set(kept[tid])), "a trace is incomplete or doubled"
+    if sampling:
+        assert set(kept) == errors, "tail sampling kept traces without errors"
