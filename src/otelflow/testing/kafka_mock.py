@@ -22,7 +22,8 @@ import ctypes
 import ctypes.util
 import glob
 import os
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
 
 _RD_KAFKA_PRODUCER = 0
@@ -214,14 +215,13 @@ class MockKafkaCluster:
         self._lib.rd_kafka_mock_clear_request_errors(self._mc, int(api))
 
 
-@contextlib.contextmanager
-def followers_sync_first(delay: float = 0.3) -> Iterator[None]:
-    """Make an aiokafka group leader send its SyncGroup `delay` s after the followers.
+def _delay_leader_sync(delay: float) -> Callable[[], None]:
+    """Patch aiokafka so a group leader sends its SyncGroup `delay` s late; returns the undo.
 
     The mock's group coordinator (unlike a real broker) answers INVALID_REQUEST to a follower
-    whose SyncGroup arrives after the leader's, and consumers sharing one event loop always
-    lose that race, so in-process tests with several members of a group never settle. Only
-    the request order changes; a real broker accepts either.
+    whose SyncGroup arrives after the leader's, and aiokafka followers tend to lose that race
+    (always when members share an event loop), so groups of several members never settle.
+    Only the order of the requests changes; a real broker accepts either.
     """
     from aiokafka.consumer.group_coordinator import GroupCoordinator
 
@@ -233,18 +233,46 @@ def followers_sync_first(delay: float = 0.3) -> Iterator[None]:
         return await original(self, response)
 
     GroupCoordinator._perform_assignment = perform_assignment
+
+    def undo() -> None:
+        GroupCoordinator._perform_assignment = original
+
+    return undo
+
+
+@contextlib.contextmanager
+def followers_sync_first(delay: float = 0.3) -> Iterator[None]:
+    """`_delay_leader_sync` for in-process consumers, undone on exit."""
+    undo = _delay_leader_sync(delay)
     try:
         yield
     finally:
-        GroupCoordinator._perform_assignment = original
+        undo()
 
 
+_SITECUSTOMIZE = """\
+# written by otelflow.testing.kafka_mock.subprocess_env: mock-cluster-friendly consumer groups
 try:
-    import pytest
-except ImportError:  # pragma: no cover - only the fixture needs pytest
-    pytest = None
+    from otelflow.testing.kafka_mock import _delay_leader_sync
+    _delay_leader_sync(0.3)
+except ImportError:
+    pass
+"""
 
-if pytest is not None:
+
+def subprocess_env(directory: str | os.PathLike) -> dict[str, str]:
+    """Environment for collector subprocesses that join consumer groups on the mock cluster:
+    PYTHONPATH gains `directory` holding a `sitecustomize.py` that applies the
+    followers-sync-first patch at start-up (production code stays unpatched)."""
+    path = os.path.join(directory, "sitecustomize.py")
+    with open(path, "w") as f:
+        f.write(_SITECUSTOMIZE)
+    pythonpath = os.pathsep.join(p for p in (str(directory), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": pythonpath}
+
+
+if "pytest" in sys.modules:  # loaded as a pytest plugin (not in collector subprocesses)
+    import pytest
 
     @pytest.fixture
     def kafka_cluster() -> Iterator[MockKafkaCluster]:
