@@ -225,3 +225,20 @@ async def test_rebalance_between_two_receivers_loses_nothing(kafka_cluster: Mock
     assert set(sent) <= set(got)
     assert all(split), "the group never settled on a split of the 6 partitions"
     assert all(s.batches for s in sinks)
+
+
+def test_shipped_agent_and_gateway_configs():
+    """config/agent.yaml and config/gateway.yaml: their kafka sections validate (the other
+    components are checked with the whole files by `otelflow validate`)."""
+    from otelflow.exporters.kafka import KafkaExporterConfig
+
+    root = Path(__file__).parents[2] / "config"
+    agent, _ = load_config([root / "agent.yaml"], env={})
+    exporter = KafkaExporterConfig.model_validate(agent["exporters"]["kafka"])
+    assert exporter.partition_traces_by_id and exporter.producer.required_acks == -1
+    assert agent["service"]["pipelines"]["traces"]["exporters"] == ["kafka"]
+    gateway, _ = load_config([root / "gateway.yaml"], env={})
+    receiver = KafkaReceiverConfig.model_validate(gateway["receivers"]["kafka"])
+    assert receiver.message_marking.after and receiver.group_id == "otelflow-gateways"
+    assert receiver.topics_for(Signal.TRACES) == exporter.topic_for(Signal.TRACES).split()
+    assert "tail_sampling" in gateway["service"]["pipelines"]["traces"]["processors"]
