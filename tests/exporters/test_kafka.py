@@ -18,7 +18,12 @@ from otelflow.config.service import parse_config
 from otelflow.exporters.kafka import KafkaExporterConfig, create_exporter, sarama_partition
 from otelflow.pdata import Batch, Signal, count_items
 from otelflow.pipeline.exporterhelper import ExporterChain
-from otelflow.pipeline.split import split_by_resource, split_by_trace_id, split_in_two
+from otelflow.pipeline.split import (
+    split_by_resource,
+    split_by_trace_id,
+    split_in_two,
+    split_wire_by_trace_id,
+)
 from otelflow.telemetry.metrics import SelfMetrics
 from otelflow.testing.kafka_mock import ApiKey, KafkaErrorCode, MockKafkaCluster
 from tests.kafka_support import logs, metrics, read_topic, settings, span_ids, traces
@@ -278,3 +283,24 @@ async def test_broker_down_for_10s_loses_nothing(kafka_cluster: MockKafkaCluster
                            for i in span_ids(ExportTraceServiceRequest.FromString(x.value))},
         timeout=30)
     assert len(sent) == 30 * 24 and records
+
+
+@pytest.mark.parametrize("signal", [Signal.TRACES, Signal.LOGS])
+def test_wire_split_matches_message_split(signal):
+    req = traces(n_traces=25, spans=3, services=3) if signal is Signal.TRACES else logs(40)
+    wire = {tid: signal.request_type.FromString(raw)
+            for tid, raw in split_wire_by_trace_id(signal, req.SerializeToString())}
+    message = dict(split_by_trace_id(signal, req))
+    assert wire.keys() == message.keys()
+    for tid, part in wire.items():
+        # equal up to empty resource/scope messages, which the message split sets
+        for a, b in zip(getattr(part, signal.resource_field),
+                        getattr(message[tid], signal.resource_field), strict=True):
+            assert a.resource.attributes == b.resource.attributes
+            assert a.schema_url == b.schema_url
+            for x, y in zip(getattr(a, signal.scope_field), getattr(b, signal.scope_field),
+                            strict=True):
+                assert (x.scope.name, x.schema_url) == (y.scope.name, y.schema_url)
+                assert getattr(x, signal.item_field) == getattr(y, signal.item_field)
+    single = traces(1, 5).SerializeToString()
+    assert split_wire_by_trace_id(Signal.TRACES, single)[0][1] is single

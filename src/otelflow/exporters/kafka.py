@@ -32,7 +32,12 @@ from otelflow.config.types import ByteSize, ConfigModel, Duration
 from otelflow.kafka_common import DEFAULT_TOPICS, ClientSettings, encode_otlp
 from otelflow.pdata import Batch, Request, Signal
 from otelflow.pipeline.exporterhelper import ExporterSettings
-from otelflow.pipeline.split import split_by_resource, split_by_trace_id, split_in_two
+from otelflow.pipeline.split import (
+    split_by_resource,
+    split_by_trace_id,
+    split_in_two,
+    split_wire_by_trace_id,
+)
 
 Encoding = Literal["otlp_proto", "otlp_json", "raw"]
 Message = tuple[bytes | None, bytes]  # (key, value)
@@ -237,8 +242,11 @@ class KafkaExporter(Exporter):
         encoding = cfg.encoding_for(signal)
         if encoding == "raw":
             return self._fit_raw(batch)
-        if (signal is Signal.TRACES and cfg.partition_traces_by_id) or (
-                signal is Signal.LOGS and cfg.partition_logs_by_trace_id):
+        by_trace = (signal is Signal.TRACES and cfg.partition_traces_by_id) or (
+            signal is Signal.LOGS and cfg.partition_logs_by_trace_id)
+        if by_trace and encoding == "otlp_proto":
+            return self._by_trace_wire(batch)
+        if by_trace:
             parts = [(tid.hex().encode() if tid else None, req)
                      for tid, req in split_by_trace_id(signal, batch.message)]
         elif (signal is Signal.METRICS and cfg.partition_metrics_by_resource_attributes) or (
@@ -251,6 +259,18 @@ class KafkaExporter(Exporter):
             parts = [(None, batch.message)]
         return [(key, value) for key, req in parts
                 for value in self._fit(signal, encoding, req)]
+
+    def _by_trace_wire(self, batch: Batch) -> list[Message]:
+        """otlp_proto per trace, split on the wire bytes (no per-span protobuf work)."""
+        out = []
+        for tid, value in split_wire_by_trace_id(batch.signal, batch.to_bytes()):
+            key = tid.hex().encode() if tid else None
+            if len(value) <= self._limit:
+                out.append((key, value))
+            else:
+                request = batch.signal.request_type.FromString(value)
+                out += [(key, v) for v in self._fit(batch.signal, "otlp_proto", request)]
+        return out
 
     def _fit(self, signal: Signal, encoding: str, request: Request) -> list[bytes]:
         """Encode, halving the request until every piece is within the size limit."""

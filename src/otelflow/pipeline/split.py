@@ -109,3 +109,100 @@ def split_in_two(signal: Signal, request: Request) -> tuple[Request, Request] | 
                     getattr(_new_scope(signal, half, resource, scope), ifield).extend(part)
             seen += len(items)
     return halves
+
+
+# -- wire level: split serialized requests by trace id without building messages ---------
+
+# the field number of the trace id inside a span (1) / a log record (9)
+_TRACE_ID_FIELD = {Signal.TRACES: 1, Signal.LOGS: 9}
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: bytes, start: int, end: int):
+    """(field number, field start incl. tag, payload start, field end) of a message's fields."""
+    pos = start
+    while pos < end:
+        begin = pos
+        tag, pos = _varint(data, pos)
+        wire = tag & 7
+        if wire == 2:
+            length, pos = _varint(data, pos)
+            yield tag >> 3, begin, pos, pos + length
+            pos += length
+            continue
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield tag >> 3, begin, pos, pos
+
+
+def _encode_len(field: int, payload_len: int) -> bytes:
+    out = bytearray([(field << 3) | 2])
+    n = payload_len
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def split_wire_by_trace_id(signal: Signal, raw: bytes) -> list[tuple[bytes, bytes]]:
+    """(trace id, serialized request holding only that trace) from a serialized traces or
+    logs request, slicing the wire bytes: items are never parsed or re-encoded, resource and
+    scope fields are copied as bytes. Same grouping as `split_by_trace_id`."""
+    tid_field = _TRACE_ID_FIELD[signal]
+    # per trace: list of (resource header, scope header, [item fields])
+    parts: dict[bytes, list[tuple[bytes, bytes, list[bytes]]]] = {}
+    for field, _b, rstart, rend in _fields(raw, 0, len(raw)):
+        if field != 1:
+            continue
+        rhead, scopes = [], []
+        for rfield, rbegin, sstart, send in _fields(raw, rstart, rend):
+            if rfield == 2:
+                scopes.append((sstart, send))
+            else:
+                rhead.append(raw[rbegin:send])
+        resource_header = b"".join(rhead)
+        for sstart, send in scopes:
+            shead: list[bytes] = []
+            by_trace: dict[bytes, list[bytes]] = {}
+            for sfield, sbegin, istart, iend in _fields(raw, sstart, send):
+                if sfield != 2:
+                    shead.append(raw[sbegin:iend])
+                    continue
+                tid = b""
+                for ifield, _ib, vstart, vend in _fields(raw, istart, iend):
+                    if ifield == tid_field:
+                        tid = raw[vstart:vend]
+                        break
+                by_trace.setdefault(tid, []).append(raw[sbegin:iend])
+            scope_header = b"".join(shead)
+            for tid, items in by_trace.items():
+                parts.setdefault(tid, []).append((resource_header, scope_header, items))
+    if len(parts) <= 1:
+        return [(next(iter(parts), b""), raw)]
+    return [(tid, _assemble(groups)) for tid, groups in parts.items()]
+
+
+def _assemble(groups: list[tuple[bytes, bytes, list[bytes]]]) -> bytes:
+    out = []
+    for resource_header, scope_header, items in groups:
+        scope = scope_header + b"".join(items)
+        resource = resource_header + _encode_len(2, len(scope)) + scope
+        out.append(_encode_len(1, len(resource)) + resource)
+    return b"".join(out)
