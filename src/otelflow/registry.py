@@ -14,11 +14,15 @@ from otelflow.config.errors import choices_text, did_you_mean
 
 BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.RECEIVER: {
+        "filelog": "otelflow.receivers.filelog",
+        "hostmetrics": "otelflow.receivers.hostmetrics",
         "kafka": "otelflow.receivers.kafka",
         "otlp": "otelflow.receivers.otlp",
+        "prometheus": "otelflow.receivers.prometheus",
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
+        "tail_sampling": "otelflow.processors.tail_sampling",
     },
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
@@ -27,8 +31,15 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "loadbalancing": "otelflow.exporters.loadbalancing",
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
+        "otlp_http": "otelflow.exporters.otlphttp",
+        "otlphttp": "otelflow.exporters.otlphttp",
+        "prometheus": "otelflow.exporters.prometheus",
+        "prometheusremotewrite": "otelflow.exporters.prometheus_remote_write",
     },
-    Kind.EXTENSION: {},
+    Kind.EXTENSION: {
+        "bearertokenauth": "otelflow.extensions.bearertokenauth",
+        "health_check": "otelflow.extensions.health_check",
+    },
 }
 
 ENTRY_POINT_GROUP = "otelflow.components"
