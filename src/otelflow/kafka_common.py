@@ -26,23 +26,17 @@ _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class TLSSettings(TLSClientSettings):
-    """Client TLS (Go `configtls.ClientConfig` keys), as an `ssl.SSLContext` for aiokafka."""
+    """Client TLS (Go `configtls.ClientConfig` keys) as an `ssl.SSLContext` for aiokafka."""
 
-    ca_pem: str | None = None
     min_version: Literal["1.2", "1.3"] = "1.2"
 
     def context(self) -> ssl.SSLContext | None:
-        """An SSLContext, or None when `insecure: true` (plaintext)."""
+        """The client context, or None when `insecure: true` (plaintext)."""
         if self.insecure:
             return None
-        ctx = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_pem)
+        ctx = self.client_context()
         ctx.minimum_version = (ssl.TLSVersion.TLSv1_3 if self.min_version == "1.3"
                                else ssl.TLSVersion.TLSv1_2)
-        if self.cert_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
-        if self.insecure_skip_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
 

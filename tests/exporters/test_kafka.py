@@ -304,3 +304,18 @@ def test_wire_split_matches_message_split(signal):
                 assert getattr(x, signal.item_field) == getattr(y, signal.item_field)
     single = traces(1, 5).SerializeToString()
     assert split_wire_by_trace_id(Signal.TRACES, single)[0][1] is single
+
+
+@pytest.mark.parametrize(("body", "protocol"), [
+    ({}, "PLAINTEXT"),
+    ({"tls": None}, "SSL"),  # `tls:` with no settings enables TLS, as in Go
+    ({"tls": {"insecure": True}}, "PLAINTEXT"),
+    ({"auth": {"plain_text": {"username": "u", "password": "p"}}}, "SASL_PLAINTEXT"),
+    ({"auth": {"tls": {"insecure_skip_verify": True},
+               "sasl": {"username": "u", "password": "p", "mechanism": "SCRAM-SHA-256"}}},
+     "SASL_SSL"),
+])
+def test_security_settings_map_to_aiokafka(body, protocol):
+    kwargs = KafkaExporterConfig.model_validate(body).client_kwargs()
+    assert kwargs["security_protocol"] == protocol
+    assert ("ssl_context" in kwargs) == protocol.endswith("SSL")
