@@ -323,22 +323,7 @@ def stop_together(*procs: CollectorProcess) -> None:
         t.join()
 
 
-def tail_sampling_available() -> bool:
-    from otelflow.component import Kind
-    from otelflow.registry import Registry
-
-    return "tail_sampling" in Registry(plugins=False).types(Kind.PROCESSOR)
-
-
-def scale_gateway_yaml(brokers: str, out: Path, sampling: bool) -> str:
-    processors = """
-processors:
-  tail_sampling:
-    decision_wait: 2s
-    policies:
-      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}""" \
-        if sampling else ""
-    chain = "[tail_sampling]" if sampling else "[]"
+def scale_gateway_yaml(brokers: str, out: Path) -> str:
     return f"""
 receivers:
   kafka:
@@ -346,13 +331,18 @@ receivers:
     group_id: gateways
     initial_offset: earliest
     traces: {{topic: scale-spans}}{FAST_GROUP}
-    message_marking: {{after: true}}{processors}
+    message_marking: {{after: true}}
+processors:
+  tail_sampling:
+    decision_wait: 2s
+    policies:
+      - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
 exporters:
   file: {{path: {out}, format: proto, flush_interval: 0s}}
 service:
   telemetry: {{metrics: {{level: none}}}}
   pipelines:
-    traces: {{receivers: [kafka], processors: {chain}, exporters: [file]}}
+    traces: {{receivers: [kafka], processors: [tail_sampling], exporters: [file]}}
 """
 
 
@@ -384,6 +374,7 @@ def send_5000_traces(port: int) -> tuple[set[bytes], set[bytes]]:
 def spans_by_trace(path: Path) -> dict[bytes, list[bytes]]:
     """trace id -> span ids in a proto-format file exporter output."""
     out: dict[bytes, list[bytes]] = {}
+    messages: list = []
     for _ in range(50):
         try:
             messages = [m for _s, m in read_records(path, "proto", Signal.TRACES)] \
@@ -399,15 +390,16 @@ def spans_by_trace(path: Path) -> dict[bytes, list[bytes]]:
 
 
 def test_scale_out_each_trace_on_exactly_one_gateway(cluster, tmp_path):
-    """agent (partition_traces_by_id) -> 6 partitions -> two gateways in one group: every
-    trace is decided by one gateway only; every error trace is kept once and complete."""
+    """agent (partition_traces_by_id) -> 6 partitions -> two gateways in one group, each
+    tail sampling (keep errors): no trace reaches both gateways, every error trace is kept
+    exactly once and complete, nothing else is kept."""
     cluster.create_topic("scale-spans", 6)
-    brokers, port, sampling = cluster.bootstrap_servers, free_port(), tail_sampling_available()
+    brokers, port = cluster.bootstrap_servers, free_port()
     outs = [tmp_path / "gw1.jsonl", tmp_path / "gw2.jsonl"]
     agent = agent_yaml(port, brokers, "otlp_proto", "scale-")
     env = subprocess_env(tmp_path)
-    with CollectorProcess(scale_gateway_yaml(brokers, outs[0], sampling), env=env) as g1, \
-            CollectorProcess(scale_gateway_yaml(brokers, outs[1], sampling), env=env) as g2, \
+    with CollectorProcess(scale_gateway_yaml(brokers, outs[0]), env=env) as g1, \
+            CollectorProcess(scale_gateway_yaml(brokers, outs[1]), env=env) as g2, \
             CollectorProcess(agent, wait_port=port):
         deadline = time.monotonic() + 30
         while True:  # a settled group: both members hold a disjoint share of the 6
@@ -417,21 +409,20 @@ def test_scale_out_each_trace_on_exactly_one_gateway(cluster, tmp_path):
             assert time.monotonic() < deadline, g1.logs()[-2000:] + g2.logs()[-2000:]
             time.sleep(0.1)
         traces, errors = send_5000_traces(port)
-        wanted = errors if sampling else traces
         deadline = time.monotonic() + 40
         while True:
             seen = [spans_by_trace(o) for o in outs]
-            if wanted <= set(seen[0]) | set(seen[1]) or time.monotonic() > deadline:
+            if errors <= set(seen[0]) | set(seen[1]) or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
-        time.sleep(2.5 if sampling else 0.5)  # anything late or duplicated shows up now
+        time.sleep(2.5)  # a late duplicate or a wrongly kept trace would be decided by now
         seen = [spans_by_trace(o) for o in outs]
         stop_together(g1, g2)
     assert seen[0] and seen[1], "one gateway got nothing"
     assert not set(seen[0]) & set(seen[1]), "a trace was decided by both gateways"
     kept = {**seen[0], **seen[1]}
-    for tid in wanted:
-        assert tid in kept, "a trace was lost"
+    assert len(errors) == 500 and len(traces) == 5000
+    for tid in errors:
+        assert tid in kept, "an error trace was lost"
         assert len(kept[tid]) == 2 == len(set(kept[tid])), "a trace is incomplete or doubled"
-    if sampling:
-        assert set(kept) == errors, "tail sampling kept traces without errors"
+    assert set(kept) == errors, "tail sampling kept traces without errors"
