@@ -242,3 +242,25 @@ def test_shipped_agent_and_gateway_configs():
     assert receiver.message_marking.after and receiver.group_id == "otelflow-gateways"
     assert receiver.topics_for(Signal.TRACES) == exporter.topic_for(Signal.TRACES).split()
     assert "tail_sampling" in gateway["service"]["pipelines"]["traces"]["processors"]
+
+
+async def test_header_extraction(kafka_cluster: MockKafkaCluster):
+    kafka_cluster.create_topic("otlp_logs", 1)
+    brokers = kafka_cluster.bootstrap_servers
+    producer = AIOKafkaProducer(bootstrap_servers=brokers)
+    await producer.start()
+    await producer.send_and_wait("otlp_logs", logs(2).SerializeToString(),
+                                 headers=[("tenant", b"acme"), ("other", b"x")])
+    await producer.stop()
+    sink = Capture()
+    receiver = create_receiver(settings(Kind.RECEIVER), receiver_config(
+        brokers, group_id="headers",
+        header_extraction={"extract_headers": True, "headers": ["tenant"]}), {Signal.LOGS: sink})
+    await receiver.start(None)
+    try:
+        await sink.wait_items(2)
+    finally:
+        await receiver.shutdown()
+    attrs = {kv.key: kv.value.string_value
+             for kv in sink.batches[0].message.resource_logs[0].resource.attributes}
+    assert attrs == {"kafka.header.tenant": "acme"}

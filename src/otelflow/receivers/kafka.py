@@ -359,7 +359,8 @@ class KafkaReceiver(Component):
         marking = self.config.message_marking
         if not marking.after:
             self._marked[tp] = record.offset + 1
-        backoff, started = self._backoff(), time.monotonic()
+        backoff: Backoff | None = None
+        started = time.monotonic()
         while True:
             try:
                 batch = decode(route.signal, route.encoding, record.value or b"")
@@ -376,11 +377,12 @@ class KafkaReceiver(Component):
                 self._refused(route, tp, record, items, exc)
                 return True
             except Exception as exc:
-                if not self._retry(marking, backoff, started, tp):
+                if not self._retry(marking, started, tp):
                     if marking.after and not marking.on_error:
                         return False  # revoked or stopping: leave it for a replay
                     self._refused(route, tp, record, items, exc)
                     return True
+                backoff = backoff or self._backoff()
                 delay = backoff.next_delay()
                 self.log.info("pipeline refused a message, retrying", error=str(exc),
                               topic=tp.topic, partition=tp.partition, offset=record.offset,
@@ -395,7 +397,7 @@ class KafkaReceiver(Component):
             return Backoff(eb)
         return Backoff(RetrySettings(initial_interval=0.1, max_interval=5.0))
 
-    def _retry(self, marking: MessageMarking, backoff: Backoff, started: float, tp: Any) -> bool:
+    def _retry(self, marking: MessageMarking, started: float, tp: Any) -> bool:
         """Whether to retry a retryable pipeline error once more."""
         eb = self.config.error_backoff
         if tp in self._revoking or self._stopping.is_set():
