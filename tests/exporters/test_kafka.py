@@ -275,7 +275,10 @@ async def test_broker_down_for_10s_loses_nothing(kafka_cluster: MockKafkaCluster
     await chain.shutdown(time.monotonic() + 30)
     failed = metrics_.registry.get_sample_value("otelcol_exporter_send_failed_spans_total",
                                                 {"exporter": "kafka"})
-    assert not failed
+    dropped = {s.labels["reason"]: s.value for m in metrics_.registry.collect()
+               if m.name == "otelflow_dropped_items" for s in m.samples
+               if s.name.endswith("_total")}
+    assert not failed, f"{failed} spans failed; dropped by reason: {dropped}"
     want = set(sent)
     records = await read_topic(
         kafka_cluster.bootstrap_servers, "otlp_spans",
