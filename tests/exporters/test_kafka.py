@@ -18,12 +18,7 @@ from otelflow.config.service import parse_config
 from otelflow.exporters.kafka import KafkaExporterConfig, create_exporter, sarama_partition
 from otelflow.pdata import Batch, Signal, count_items
 from otelflow.pipeline.exporterhelper import ExporterChain
-from otelflow.pipeline.split import (
-    split_by_resource,
-    split_by_trace_id,
-    split_in_two,
-    split_wire_by_trace_id,
-)
+from otelflow.pipeline.split import split_by_resource, split_by_trace_id, split_wire_by_trace_id
 from otelflow.telemetry.metrics import SelfMetrics
 from otelflow.testing.kafka_mock import ApiKey, KafkaErrorCode, MockKafkaCluster
 from tests.kafka_support import logs, metrics, read_topic, settings, span_ids, traces
@@ -97,14 +92,10 @@ def test_split_single_trace_is_not_copied():
     assert part is req and tid == req.resource_spans[0].scope_spans[0].spans[0].trace_id
 
 
-def test_split_in_two_and_by_resource():
-    req = traces(n_traces=5, spans=3, services=2)
-    first, second = split_in_two(Signal.TRACES, req)
-    assert count_items(Signal.TRACES, first) + count_items(Signal.TRACES, second) == 15
-    assert abs(count_items(Signal.TRACES, first) - count_items(Signal.TRACES, second)) <= 1
-    assert split_in_two(Signal.TRACES, traces(1, 1)) is None
+def test_split_by_resource():
     parts = split_by_resource(Signal.METRICS, metrics(resources=3, points=2))
     assert len(parts) == 3 and len({key for key, _ in parts}) == 3
+    assert all(count_items(Signal.METRICS, part) == 2 for _, part in parts)
 
 
 def test_sarama_partitioner_matches_go_fnv1a():

@@ -30,14 +30,9 @@ from otelflow.component import (
 )
 from otelflow.config.types import ByteSize, ConfigModel, Duration
 from otelflow.kafka_common import DEFAULT_TOPICS, ClientSettings, encode_otlp
-from otelflow.pdata import Batch, Request, Signal
+from otelflow.pdata import Batch, Request, Signal, count_items, split_request
 from otelflow.pipeline.exporterhelper import ExporterSettings
-from otelflow.pipeline.split import (
-    split_by_resource,
-    split_by_trace_id,
-    split_in_two,
-    split_wire_by_trace_id,
-)
+from otelflow.pipeline.split import split_by_resource, split_by_trace_id, split_wire_by_trace_id
 
 Encoding = Literal["otlp_proto", "otlp_json", "raw"]
 Message = tuple[bytes | None, bytes]  # (key, value)
@@ -277,8 +272,8 @@ class KafkaExporter(Exporter):
         value = encode_otlp(encoding, request)
         if len(value) <= self._limit:
             return [value]
-        halves = split_in_two(signal, request)
-        if halves is None:
+        halves = split_request(signal, request, max(1, (count_items(signal, request) + 1) // 2))
+        if len(halves) < 2:  # one span / log record / metric: cannot be split further
             self._too_large(signal, len(value))
             return []
         return [v for half in halves for v in self._fit(signal, encoding, half)]

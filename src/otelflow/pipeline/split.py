@@ -1,5 +1,6 @@
-"""Splitting OTLP requests without leaving protobuf (no dict conversions): by trace id, by
-resource, in halves. Used by exporters that key or size their messages (kafka, loadbalancing).
+"""Splitting OTLP requests without leaving protobuf (no dict conversions): by trace id (as
+messages or on the wire bytes) and by resource. Used by exporters that key their messages
+(kafka, loadbalancing); `pdata.split_request` splits by size.
 
 Resources, scopes and schema urls are copied into each part; items are copied once.
 """
@@ -89,26 +90,6 @@ def split_by_resource(signal: Signal, request: Request,
         part = out.setdefault(k, signal.request_type())
         getattr(part, signal.resource_field).add().CopyFrom(resource)
     return list(out.items())
-
-
-def split_in_two(signal: Signal, request: Request) -> tuple[Request, Request] | None:
-    """Halve a request by items (metrics for metrics), or None when it holds a single item."""
-    rfield, sfield, ifield = _layout(signal)
-    total = sum(len(getattr(s, ifield)) for r in getattr(request, rfield)
-                for s in getattr(r, sfield))
-    if total < 2:
-        return None
-    halves = (signal.request_type(), signal.request_type())
-    seen, middle = 0, total // 2
-    for resource in getattr(request, rfield):
-        for scope in getattr(resource, sfield):
-            items = getattr(scope, ifield)
-            cut = min(max(middle - seen, 0), len(items))
-            for half, part in zip(halves, (items[:cut], items[cut:]), strict=True):
-                if part:
-                    getattr(_new_scope(signal, half, resource, scope), ifield).extend(part)
-            seen += len(items)
-    return halves
 
 
 # -- wire level: split serialized requests by trace id without building messages ---------
