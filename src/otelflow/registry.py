@@ -16,6 +16,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.RECEIVER: {
         "filelog": "otelflow.receivers.filelog",
         "hostmetrics": "otelflow.receivers.hostmetrics",
+        "kafka": "otelflow.receivers.kafka",
         "otlp": "otelflow.receivers.otlp",
         "prometheus": "otelflow.receivers.prometheus",
         "replay": "otelflow.receivers.replay",
@@ -31,6 +32,8 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
         "file": "otelflow.exporters.file",
+        "kafka": "otelflow.exporters.kafka",
+        "loadbalancing": "otelflow.exporters.loadbalancing",
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
         "otlp_http": "otelflow.exporters.otlphttp",
