@@ -53,8 +53,8 @@ def test_alertmanager_config_is_valid():
 
 def test_otelflow_configs_mounted_are_valid():
     env = {"KAFKA_BROKERS": "kafka:9092", "K8S_NODE_NAME": "compose",
-           "PROMETHEUS_REMOTE_WRITE_ENDPOINT": "http://prometheus:9090/api/v1/write",
-           "OTLP_BACKEND_ENDPOINT": "otelflow-debug:4317"}
+           "PROMETHEUS_REMOTE_WRITE_URL": "http://prometheus:9090/api/v1/write",
+           "OTELFLOW_BACKEND_ENDPOINT": "otelflow-debug:4317"}
     for name in ("otelflow-agent", "otelflow-gateway", "otelflow-debug"):
         service = COMPOSE["services"][name]
         config = mounts(service)["/etc/otelflow/config.yaml"]
