@@ -11,11 +11,18 @@ from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
 )
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 Request = ExportTraceServiceRequest | ExportMetricsServiceRequest | ExportLogsServiceRequest
 
@@ -28,6 +35,16 @@ class Signal(StrEnum):
     @property
     def request_type(self) -> type[Request]:
         return _REQUEST_TYPES[self]
+
+    @property
+    def response_type(self) -> type:
+        """Export*ServiceResponse (carries `partial_success`)."""
+        return _RESPONSE_TYPES[self]
+
+    @property
+    def rejected_field(self) -> str:
+        """The partial_success counter: rejected_spans / rejected_data_points / ..."""
+        return _REJECTED[self]
 
     @property
     def resource_field(self) -> str:
@@ -58,6 +75,13 @@ _REQUEST_TYPES = {
     Signal.METRICS: ExportMetricsServiceRequest,
     Signal.LOGS: ExportLogsServiceRequest,
 }
+_RESPONSE_TYPES = {
+    Signal.TRACES: ExportTraceServiceResponse,
+    Signal.METRICS: ExportMetricsServiceResponse,
+    Signal.LOGS: ExportLogsServiceResponse,
+}
+_REJECTED = {Signal.TRACES: "rejected_spans", Signal.METRICS: "rejected_data_points",
+             Signal.LOGS: "rejected_log_records"}
 _SIGNAL_OF = {v: k for k, v in _REQUEST_TYPES.items()}
 _LAYOUT = {
     Signal.TRACES: ("resource_spans", "scope_spans", "spans"),
@@ -102,13 +126,15 @@ class Batch:
 
     __slots__ = ("_items", "_message", "_raw", "signal")
 
-    def __init__(self, signal: Signal, message: Request | None = None, raw: bytes | None = None):
+    def __init__(self, signal: Signal, message: Request | None = None, raw: bytes | None = None,
+                 items: int | None = None):
+        """`items`, when the caller already knows the item count, saves counting again."""
         if message is None and raw is None:
             message = signal.request_type()
         self.signal = signal
         self._message = message
         self._raw = raw
-        self._items: int | None = None
+        self._items = items
 
     @classmethod
     def of(cls, message: Request) -> Batch:
@@ -160,12 +186,56 @@ class Batch:
     def copy(self) -> Batch:
         """A deep copy another consumer may change freely."""
         if self._message is None:
-            return Batch(self.signal, raw=self._raw)
+            return Batch(self.signal, raw=self._raw, items=self._items)
         clone = self.signal.request_type()
         clone.CopyFrom(self._message)
-        copy = Batch(self.signal, message=clone, raw=self._raw)
-        copy._items = self._items
-        return copy
+        return Batch(self.signal, message=clone, raw=self._raw, items=self._items)
 
     def __repr__(self) -> str:
         return f"Batch({self.signal.value}, items={self.item_count()})"
+
+
+def split_request(signal: Signal, message: Request, max_items: int) -> list[Request]:
+    """Split a request into requests of at most `max_items` items, keeping resource/scope
+    grouping. Metrics split between metrics (a metric's points stay together)."""
+    out: list[Request] = []
+    current, room = signal.request_type(), max_items
+    for resource in getattr(message, signal.resource_field):
+        for scope in getattr(resource, signal.scope_field):
+            items = list(getattr(scope, signal.item_field))
+            while items:
+                sizes = [len(metric_points(i)) if signal is Signal.METRICS else 1 for i in items]
+                take, used = 0, 0
+                # an item bigger than a whole request still goes alone into an empty one
+                while take < len(items) and (
+                        used + sizes[take] <= room or (take == 0 and room == max_items)):
+                    used += sizes[take]
+                    take += 1
+                if take == 0:
+                    out.append(current)
+                    current, room = signal.request_type(), max_items
+                    continue
+                _append(signal, current, resource, scope, items[:take])
+                items, room = items[take:], room - used
+                if room <= 0:
+                    out.append(current)
+                    current, room = signal.request_type(), max_items
+    if getattr(current, signal.resource_field):
+        out.append(current)
+    return out
+
+
+def _append(signal: Signal, target: Request, resource: Any, scope: Any, items: list) -> None:
+    """Add `items` under copies of `resource`/`scope` (merging into the last group if same)."""
+    groups = getattr(target, signal.resource_field)
+    if not groups or groups[-1].resource != resource.resource:
+        new_res = groups.add()
+        new_res.resource.CopyFrom(resource.resource)
+        new_res.schema_url = resource.schema_url
+    res = groups[-1]
+    scopes = getattr(res, signal.scope_field)
+    if not scopes or scopes[-1].scope != scope.scope:
+        new_scope = scopes.add()
+        new_scope.scope.CopyFrom(scope.scope)
+        new_scope.schema_url = scope.schema_url
+    getattr(scopes[-1], signal.item_field).extend(items)

@@ -30,7 +30,8 @@ def load_yaml(text: str, source: str) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigErrors([ConfigError("", f"YAML syntax error at {line}{problem}", source)])
+        error = ConfigError("", f"YAML syntax error at {line}{problem}", source)
+        raise ConfigErrors([error]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -102,7 +103,8 @@ def load_config(
             try:
                 sources.append((str(p), Path(p).read_text()))
             except OSError as exc:
-                raise ConfigErrors([ConfigError("", f"cannot read config: {exc.strerror}", str(p))])
+                error = ConfigError("", f"cannot read config: {exc.strerror}", str(p))
+                raise ConfigErrors([error]) from None
     else:
         sources = [(f"<embedded {DEFAULT_CONFIG}>", default_config_text())]
     merged: dict[str, Any] = {}

@@ -22,6 +22,7 @@ from otelflow.pipeline.exporterhelper import ExporterChain, ExporterSettings
 from otelflow.pipeline.fanout import FanOut
 from otelflow.telemetry.logs import component_logger
 from otelflow.telemetry.metrics import SelfMetrics
+from otelflow.telemetry.server import MetricsServer
 
 
 class Service:
@@ -41,6 +42,9 @@ class Service:
         self._state = "built"
         self._fatal: asyncio.Future | None = None
         self._alert_sources: list[Callable[[], list[dict]]] = []
+        telemetry = config.telemetry.metrics
+        self.metrics_server = (MetricsServer(self.metrics, telemetry.address)
+                               if telemetry.level != "none" else None)
         self._build()
 
     # -- Host ---------------------------------------------------------------------------
@@ -125,6 +129,8 @@ class Service:
     async def start(self) -> None:
         self._state = "starting"
         self._fatal = asyncio.get_running_loop().create_future()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
         for group in self._start_order():
             for name, comp in group:
                 try:
@@ -162,6 +168,8 @@ class Service:
             await self._stop(f"exporter {eid!r}", exporter.shutdown(deadline))
         for eid, ext in reversed(list(self.extensions.items())):
             await self._stop(f"extension {eid!r}", ext.shutdown())
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self._state = "stopped"
 
     async def _stop(self, name: str, coro) -> None:
