@@ -18,6 +18,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
+        "memory_limiter": "otelflow.processors.memory_limiter",
     },
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
@@ -25,7 +26,9 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
     },
-    Kind.EXTENSION: {},
+    Kind.EXTENSION: {
+        "file_storage": "otelflow.extensions.file_storage",
+    },
 }
 
 ENTRY_POINT_GROUP = "otelflow.components"
