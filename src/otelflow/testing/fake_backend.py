@@ -35,6 +35,7 @@ class FakeBackend:
         self.retry_after: float | None = None  # RetryInfo sent with UNAVAILABLE
         self.delay = delay  # seconds spent on every accepted request (a slow backend)
         self.attempts: list[float] = []  # monotonic time of every request received
+        self._scripted: list[Mode] = []  # answers for the next requests, before `mode`
         self.accepted: list[Batch] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -89,7 +90,7 @@ class FakeBackend:
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             with self._lock:
                 self.attempts.append(time.monotonic())
-            mode = self.mode
+                mode = self._scripted.pop(0) if self._scripted else self.mode
             if mode == "hang":
                 await asyncio.sleep(3600)
             if mode == "unavailable":
@@ -105,6 +106,11 @@ class FakeBackend:
             return b""
 
         return export
+
+    def fail_next(self, n: int, mode: Mode = "unavailable") -> None:
+        """Answer the next `n` requests with `mode`, then behave as `self.mode` again."""
+        with self._lock:
+            self._scripted = [mode] * n
 
     # -- what arrived -----------------------------------------------------------------------
 
