@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -116,7 +117,7 @@ async def test_retryable_error_backs_off_exponentially_then_delivers():
     await chain.consume(spans_batch(0, 3))
     await wait_until(lambda: exporter.received)
     await chain.shutdown(time.monotonic() + 1)
-    gaps = [b - a for a, b in zip(exporter.attempts, exporter.attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(exporter.attempts)]
     assert len(gaps) == 4
     for gap, expected in zip(gaps, (0.05, 0.1, 0.2, 0.4), strict=True):
         assert expected * 0.9 <= gap <= expected + 0.08, gaps

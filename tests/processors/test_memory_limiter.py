@@ -97,11 +97,11 @@ def limiter(readings: list[int], **cfg) -> tuple[MemoryLimiter, Sink, SelfMetric
 
 
 async def test_refuses_above_soft_limit_and_resumes_below():
-    readings = [100 * MIB, 170 * MIB, 170 * MIB, 120 * MIB]
+    readings = [100 * MIB, 170 * MIB, 170 * MIB, 170 * MIB, 120 * MIB]
     ml, sink, metrics = limiter(readings, min_gc_interval_when_soft_limited="0s")
     ml.check()  # 100: fine
     await ml.consume(spans_batch(0, 5))
-    ml.check()  # 170 >= 160 soft: GC, still 170 -> refuse
+    ml.check()  # 170 >= 160 soft: trim, GC, still 170 -> refuse
     with pytest.raises(RetryableError, match="high memory usage") as info:
         await ml.consume(spans_batch(5, 7))
     assert info.value.retry_after == 1.0
@@ -114,7 +114,7 @@ async def test_refuses_above_soft_limit_and_resumes_below():
 
 async def test_hard_limit_forces_gc_which_can_lift_the_refusal():
     gcs = []
-    readings = [210 * MIB, 150 * MIB]
+    readings = [210 * MIB, 210 * MIB, 150 * MIB]
     ml, sink, _ = limiter(readings)
     original = ml._collect
 
@@ -122,7 +122,7 @@ async def test_hard_limit_forces_gc_which_can_lift_the_refusal():
         gcs.append(1)
         return original()
     ml._collect = counting_collect
-    ml.check()  # 210 >= 200: GC -> 150, below soft
+    ml.check()  # 210 >= 200: trim (still 210), GC -> 150, below soft
     assert gcs == [1]
     assert not ml.refusing
     await ml.consume(spans_batch(0, 1))

@@ -6,8 +6,8 @@ is compared with two limits: the hard limit (`limit_mib`, or `limit_percentage` 
 memory, the cgroup limit when one is set) and the soft limit (hard - `spike_limit_mib`,
 default 20% of the hard limit). Above the soft limit every batch is refused with a
 `RetryableError`, which receivers answer with gRPC UNAVAILABLE / HTTP 503 and a retry delay.
-Above the hard limit a full garbage collection runs and freed heap is handed back to the OS
-(`malloc_trim`), so RSS can actually fall. Put it first in a pipeline.
+Above the soft limit freed heap pages are handed back to the OS (`malloc_trim`) at every
+check, so RSS tracks live data; above the hard limit a full garbage collection runs too. Put it first in a pipeline.
 """
 
 from __future__ import annotations
@@ -180,6 +180,9 @@ class MemoryLimiter(Processor):
     def check(self) -> None:
         """Measure, collect garbage if needed, and decide whether to refuse data."""
         used = self.read_memory()
+        if used >= self.soft_limit:  # freed heap pages count in RSS until handed back
+            self._trim()
+            used = self.read_memory()
         now = time.monotonic()
         if used >= self.hard_limit and now - self._last_gc >= \
                 self.config.min_gc_interval_when_hard_limited:

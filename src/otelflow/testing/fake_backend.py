@@ -15,6 +15,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Literal
 
 import grpc
@@ -29,8 +30,10 @@ Mode = Literal["ok", "unavailable", "invalid", "hang"]
 class FakeBackend:
     """OTLP gRPC server whose answers a test controls; records what it accepted."""
 
-    def __init__(self, port: int | None = None, delay: float = 0.0):
+    def __init__(self, port: int | None = None, delay: float = 0.0,
+                 record: Callable[[Batch], None] | None = None):
         self.port = port or free_port()
+        self.record = record  # called with each accepted batch instead of keeping it
         self.mode: Mode = "ok"
         self.retry_after: float | None = None  # RetryInfo sent with UNAVAILABLE
         self.delay = delay  # seconds spent on every accepted request (a slow backend)
@@ -101,8 +104,12 @@ class FakeBackend:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad data")
             if self.delay:
                 await asyncio.sleep(self.delay)
+            batch = Batch.from_bytes(signal, request)
             with self._lock:
-                self.accepted.append(Batch.from_bytes(signal, request))
+                if self.record is not None:
+                    self.record(batch)
+                else:
+                    self.accepted.append(batch)
             return b""
 
         return export
