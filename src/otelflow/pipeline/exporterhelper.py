@@ -320,6 +320,7 @@ class ExporterChain:
         self._storage_client: Any = None
         self._workers: list[asyncio.Task] = []
         self._in_flight: set[Entry] = set()
+        self._dropped_at_shutdown = 0  # items of interrupted memory-queue requests
         self._idle = asyncio.Event()
         self._size_gauge, cap_gauge = metrics.queue_gauges(exporter_id)
         cap_gauge.set(self.settings.sending_queue.queue_size)
@@ -385,8 +386,9 @@ class ExporterChain:
             return
         for entry in leftovers:
             self.sender.count_drop(entry.signal, "shutdown", entry.items)
-        if leftovers:
-            self.log.warning("shutdown dropped unsent data", items=sum(e.items for e in leftovers))
+        dropped = self._dropped_at_shutdown + sum(e.items for e in leftovers)
+        if dropped:
+            self.log.warning("shutdown dropped unsent data", items=dropped)
 
     # -- consume ------------------------------------------------------------------------
 
@@ -431,4 +433,5 @@ class ExporterChain:
             if queue.persistent:
                 return  # stays on disk for the next start
             self.sender.count_drop(entry.signal, "shutdown", entry.items)
+            self._dropped_at_shutdown += entry.items
         await queue.done(entry)

@@ -7,7 +7,8 @@ memory, the cgroup limit when one is set) and the soft limit (hard - `spike_limi
 default 20% of the hard limit). Above the soft limit every batch is refused with a
 `RetryableError`, which receivers answer with gRPC UNAVAILABLE / HTTP 503 and a retry delay.
 Above the soft limit freed heap pages are handed back to the OS (`malloc_trim`) at every
-check, so RSS tracks live data; above the hard limit a full garbage collection runs too. Put it first in a pipeline.
+check, so RSS tracks live data; above the hard limit a full garbage collection runs too.
+Put it first in a pipeline.
 """
 
 from __future__ import annotations
