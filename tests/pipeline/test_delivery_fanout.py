@@ -25,7 +25,7 @@ from tests.pipeline.delivery_helpers import (
     spans_batch,
 )
 
-PHASE = 3.0
+PHASE = 2.5
 SPANS_PER_REQUEST = 500
 
 

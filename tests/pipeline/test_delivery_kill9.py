@@ -65,6 +65,6 @@ def test_acknowledged_spans_survive_kill_9(tmp_path):
           f"{delivered_before_kill} delivered); "
           f"acknowledged {len(acknowledged)}, not acknowledged {len(sdk.failed)}, "
           f"received {len(received)}, duplicates {duplicates}")
-    assert acked_before_kill - delivered_before_kill >= 5 * CHUNK, "no backlog on disk at kill"
+    assert acked_before_kill - delivered_before_kill >= 2 * CHUNK, "no backlog on disk at kill"
     assert not lost, f"{len(lost)} acknowledged spans never reached the backend"
     assert len(acknowledged) + len(sdk.failed) == SPANS

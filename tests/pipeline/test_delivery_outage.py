@@ -23,7 +23,7 @@ from tests.pipeline.delivery_helpers import (
     sdk_tracer,
 )
 
-OUTAGE = float(os.environ.get("OTELFLOW_OUTAGE_SECONDS", "8"))
+OUTAGE = float(os.environ.get("OTELFLOW_OUTAGE_SECONDS", "6"))
 
 
 def test_everything_sent_during_an_outage_arrives(tmp_path):
