@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from otelflow.component import Kind
-from otelflow.config import ConfigErrors, load_config, parse_config
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import parse_config
 from otelflow.registry import Registry, UnknownComponentType
 
 

@@ -94,14 +94,15 @@ def parse_config(raw: dict[str, Any], source: str, registry: Registry | None = N
             err([key], hint or f"unknown section{did_you_mean(key, TOP_LEVEL)}; valid sections: "
                 f"{choices_text(TOP_LEVEL)}")
 
-    components = {kind: _parse_section(raw, kind, registry, err) for kind in Kind}
+    broken: set[tuple[Kind, str]] = set()  # defined but invalid: errors already reported
+    components = {kind: _parse_section(raw, kind, registry, err, broken) for kind in Kind}
     service = _parse_service(raw.get("service"), err)
     pipelines: dict[str, PipelineConfig] = {}
     if service is not None:
         for ext in service.extensions:
-            if ext not in components[Kind.EXTENSION]:
+            if ext not in components[Kind.EXTENSION] and (Kind.EXTENSION, ext) not in broken:
                 err(["service", "extensions"], _undefined("extension", ext, components[Kind.EXTENSION]))
-        pipelines = _parse_pipelines(service.pipelines, components, err)
+        pipelines = _parse_pipelines(service.pipelines, components, broken, err)
         _check_ports(components, pipelines, service, err)
     if errors:
         raise ConfigErrors(errors)
@@ -117,7 +118,8 @@ def parse_config(raw: dict[str, Any], source: str, registry: Registry | None = N
     )
 
 
-def _parse_section(raw: dict, kind: Kind, registry: Registry, err) -> dict[str, ComponentConfig]:
+def _parse_section(raw: dict, kind: Kind, registry: Registry, err,
+                   broken: set[tuple[Kind, str]]) -> dict[str, ComponentConfig]:
     section = raw.get(kind.section) or {}
     out: dict[str, ComponentConfig] = {}
     if not isinstance(section, dict):
@@ -126,6 +128,7 @@ def _parse_section(raw: dict, kind: Kind, registry: Registry, err) -> dict[str, 
     for key, body in section.items():
         cid = ComponentID.parse(key)
         path: list[str | int] = [kind.section, str(key)]
+        broken.add((kind, str(cid)))
         try:
             factory = registry.get(kind, cid.type)
         except UnknownComponentType as exc:
@@ -141,6 +144,7 @@ def _parse_section(raw: dict, kind: Kind, registry: Registry, err) -> dict[str, 
                 err(e.path, e.message)
             continue
         out[str(cid)] = ComponentConfig(cid, factory, config)
+        broken.discard((kind, str(cid)))
     return out
 
 
@@ -156,7 +160,7 @@ def _parse_service(body: Any, err) -> ServiceSection | None:
         return None
 
 
-def _parse_pipelines(pipelines: dict, components, err) -> dict[str, PipelineConfig]:
+def _parse_pipelines(pipelines: dict, components, broken, err) -> dict[str, PipelineConfig]:
     out: dict[str, PipelineConfig] = {}
     if not pipelines:
         err(["service", "pipelines"], "no pipelines defined: add e.g. service.pipelines.traces")
@@ -183,7 +187,9 @@ def _parse_pipelines(pipelines: dict, components, err) -> dict[str, PipelineConf
                 if cid in seen:
                     err([*path, key, i], f"{kind.value} {cid!r} is listed twice")
                 seen.add(cid)
-                _check_reference(components[kind], kind, cid, signal, [*path, key, i], err)
+                if (kind, cid) in broken:
+                    continue
+                _check_reference(components[kind], kind, cid, signal, [*path, key, i], err, broken)
         out[pid] = PipelineConfig(pid, signal, **lists)
     return out
 
@@ -206,16 +212,18 @@ def _pipeline_lists(body: dict, path, err) -> dict[str, list[str]] | None:
     return lists if ok else None
 
 
-def _check_reference(defined: dict, kind: Kind, cid: str, signal: Signal, path, err) -> None:
+def _check_reference(defined: dict, kind: Kind, cid: str, signal: Signal, path, err,
+                     broken: set[tuple[Kind, str]]) -> None:
     comp = defined.get(cid)
     if comp is None:
-        err(path, _undefined(kind.value, cid, defined))
+        known = set(defined) | {c for k, c in broken if k == kind}
+        err(path, _undefined(kind.value, cid, known))
     elif signal not in comp.factory.signals:
         supported = choices_text(s.value for s in comp.factory.signals)
         err(path, f"{kind.value} {cid!r} does not support {signal.value}; it supports: {supported}")
 
 
-def _undefined(what: str, cid: str, defined: dict) -> str:
+def _undefined(what: str, cid: str, defined) -> str:
     return (f"{what} {cid!r} is not defined in the {what}s section{did_you_mean(cid, defined)}; "
             f"defined: {choices_text(defined)}")
 

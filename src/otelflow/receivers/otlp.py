@@ -124,18 +124,24 @@ class OTLPReceiver(Component):
         }
         server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(name, methods) for name, methods in handlers.items()])
-        if cfg.tls is None:
-            port = server.add_insecure_port(cfg.endpoint)
-        else:
-            cert, key, client_ca = cfg.tls.read_files()
-            credentials = grpc.ssl_server_credentials(
-                [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
-            port = server.add_secure_port(cfg.endpoint, credentials)
+        try:
+            port = self._add_port(server, cfg)
+        except RuntimeError:  # grpc raises instead of returning 0 in recent versions
+            port = 0
         if not port:
-            raise OSError(f"cannot listen on {cfg.endpoint} (gRPC)")
+            raise OSError(f"cannot listen on {cfg.endpoint} (gRPC): address in use or invalid")
         await server.start()
         self._grpc_server, self.grpc_port = server, port
         self.log.info("OTLP gRPC receiver listening", endpoint=cfg.endpoint, port=port)
+
+    @staticmethod
+    def _add_port(server: grpc.aio.Server, cfg: GrpcSettings) -> int:
+        if cfg.tls is None:
+            return server.add_insecure_port(cfg.endpoint)
+        cert, key, client_ca = cfg.tls.read_files()
+        credentials = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
+        return server.add_secure_port(cfg.endpoint, credentials)
 
     def _grpc_handler(self, signal: Signal):
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:

@@ -1,0 +1,3 @@
+from otelflow.cli import main
+
+raise SystemExit(main())

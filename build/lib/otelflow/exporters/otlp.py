@@ -1,0 +1,134 @@
+"""`otlp` exporter (alias `otlp_grpc`): OTLP over gRPC, forwarding received bytes untouched
+when no processor changed them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from pydantic import Field, field_validator
+
+from otelflow.component import (
+    CreateSettings,
+    Exporter,
+    Factory,
+    Host,
+    Kind,
+    PermanentError,
+    RetryableError,
+)
+from otelflow.config.tls import TLSClientSettings
+from otelflow.pdata import Batch, Signal
+from otelflow.pipeline.exporterhelper import ExporterSettings
+from otelflow.receivers.otlp import GRPC_SERVICES
+
+COMPRESSION = {"gzip": grpc.Compression.Gzip, "none": grpc.Compression.NoCompression,
+               "": grpc.Compression.NoCompression}
+
+# The OTLP spec's retryable gRPC codes; RESOURCE_EXHAUSTED only when the server sent RetryInfo.
+RETRYABLE_CODES = frozenset({
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
+    grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.CANCELLED,
+})
+
+
+class OTLPExporterConfig(ExporterSettings):
+    endpoint: str
+    tls: TLSClientSettings = Field(default_factory=TLSClientSettings)
+    headers: dict[str, str] = Field(default_factory=dict)
+    compression: Literal["gzip", "none", ""] = "gzip"
+    balancer_name: Literal["round_robin", "pick_first"] = "round_robin"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("endpoint must not be empty")
+        return value.strip()
+
+    def target(self) -> tuple[str, bool]:
+        """(host:port, use_tls): an `http://` scheme means plaintext, `https://` TLS."""
+        endpoint, insecure = self.endpoint, self.tls.insecure
+        for scheme, plain in (("http://", True), ("https://", False)):
+            if endpoint.startswith(scheme):
+                endpoint, insecure = endpoint[len(scheme):], plain
+        return endpoint.rstrip("/"), not insecure
+
+
+def create(settings: CreateSettings, config: OTLPExporterConfig) -> OTLPExporter:
+    return OTLPExporter(settings, config)
+
+
+FACTORY = Factory(Kind.EXPORTER, "otlp", OTLPExporterConfig, create,
+                  description="OTLP over gRPC")
+
+
+class OTLPExporter(Exporter):
+    def __init__(self, settings: CreateSettings, config: OTLPExporterConfig):
+        self.config = config
+        self.log = settings.logger
+        self._channel: grpc.aio.Channel | None = None
+        self._calls: dict[Signal, grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
+
+    async def start(self, host: Host) -> None:
+        target, use_tls = self.config.target()
+        options = [("grpc.lb_policy_name", self.config.balancer_name)]
+        compression = COMPRESSION[self.config.compression]
+        if use_tls:
+            tls = self.config.tls
+            ca, key, cert = tls.read_files()
+            credentials = grpc.ssl_channel_credentials(ca, key, cert)
+            if tls.server_name_override:
+                options.append(("grpc.ssl_target_name_override", tls.server_name_override))
+            self._channel = grpc.aio.secure_channel(target, credentials, options, compression)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options, compression)
+        self._calls = {signal: self._channel.unary_unary(f"/{service}/Export")
+                       for signal, service in GRPC_SERVICES.items()}
+
+    async def shutdown(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+    async def export(self, batch: Batch) -> None:
+        call = self._calls[batch.signal]
+        try:
+            response = await call(batch.to_bytes(), timeout=self.config.timeout or None,
+                                  metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise classify(exc) from None
+        self._check_partial_success(batch.signal, response)
+
+    def _check_partial_success(self, signal: Signal, response: bytes) -> None:
+        if not response:
+            return
+        partial = signal.response_type.FromString(response).partial_success
+        rejected = getattr(partial, signal.rejected_field)
+        if rejected or partial.error_message:
+            self.log.warning("backend partially rejected the request", rejected=rejected,
+                             message=partial.error_message)
+
+
+def classify(exc: grpc.aio.AioRpcError) -> PermanentError | RetryableError:
+    """Map a gRPC failure to the OTLP spec's retry decision (honouring RetryInfo)."""
+    code = exc.code()
+    delay = retry_delay(exc)
+    message = f"{code.name}: {exc.details()}"
+    if code in RETRYABLE_CODES or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None):
+        return RetryableError(message, delay)
+    return PermanentError(message)
+
+
+def retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
+    for key, value in exc.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    return None

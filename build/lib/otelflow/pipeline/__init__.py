@@ -1,0 +1,1 @@
+"""Graph build, fan-out, the exporter queue/retry chain and the service lifecycle."""

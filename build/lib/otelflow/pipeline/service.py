@@ -1,0 +1,183 @@
+"""Build the component graph from a `ServiceConfig` and run its lifecycle.
+
+receivers (shared across pipelines) -> per-pipeline processor chain -> fan-out -> exporters
+(shared, each behind its queue/retry chain). Start: extensions, exporters, processors (last
+first), receivers. Stop in the reverse order so every stage can drain into the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from otelflow.component import Component, ComponentID, Consumer, CreateSettings, Kind
+from otelflow.config.service import ServiceConfig
+from otelflow.pdata import Signal
+from otelflow.pipeline.exporterhelper import ExporterChain, ExporterSettings
+from otelflow.pipeline.fanout import FanOut
+from otelflow.telemetry.logs import component_logger
+from otelflow.telemetry.metrics import SelfMetrics
+from otelflow.telemetry.server import MetricsServer
+
+
+class Service:
+    """A running collector: one instance per config. Also the `Host` components see."""
+
+    def __init__(self, config: ServiceConfig, *, metrics: SelfMetrics | None = None,
+                 exporter_overrides: Mapping[str, Any] | None = None):
+        self.config = config
+        self.metrics = metrics or SelfMetrics()
+        self.log = structlog.get_logger("otelflow").bind(kind="service")
+        self.extensions: dict[str, Component] = {}
+        self.exporters: dict[str, ExporterChain] = {}
+        self.processors: dict[str, list[Component]] = {}  # pipeline id -> chain, first to last
+        self.receivers: dict[str, Component] = {}
+        self.pipeline_entries: dict[str, Consumer] = {}
+        self._overrides = dict(exporter_overrides or {})
+        self._state = "built"
+        self._fatal: asyncio.Future | None = None
+        self._alert_sources: list[Callable[[], list[dict]]] = []
+        telemetry = config.telemetry.metrics
+        self.metrics_server = (MetricsServer(self.metrics, telemetry.address)
+                               if telemetry.level != "none" else None)
+        self._build()
+
+    # -- Host ---------------------------------------------------------------------------
+
+    def extension(self, component_id: str) -> Any:
+        try:
+            return self.extensions[component_id]
+        except KeyError:
+            known = ", ".join(sorted(self.extensions)) or "none"
+            raise KeyError(f"extension {component_id!r} is not enabled in service.extensions "
+                           f"(enabled: {known})") from None
+
+    def report_fatal(self, error: BaseException) -> None:
+        self.log.error("component reported a fatal error", error=str(error))
+        if self._fatal is not None and not self._fatal.done():
+            self._fatal.set_result(error)
+
+    def register_alert_source(self, source: Callable[[], list[dict]]) -> None:
+        """Components that raise alerts (drift) register their alert log here."""
+        self._alert_sources.append(source)
+
+    def alerts(self) -> list[dict]:
+        """Every registered alert log, newest last (served as JSON at health_check `/alerts`)."""
+        return [alert for source in self._alert_sources for alert in source()]
+
+    @property
+    def state(self) -> str:
+        """built | starting | running | stopping | stopped (health_check reads this)."""
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        return self._state == "running"
+
+    # -- build --------------------------------------------------------------------------
+
+    def _settings(self, kind: Kind, cid: str, **extra) -> CreateSettings:
+        return CreateSettings(
+            id=ComponentID.parse(cid), kind=kind, metrics=self.metrics,
+            logger=component_logger(kind.value, cid, **{k: v for k, v in extra.items() if v}),
+            signal=extra.get("signal"), pipeline=extra.get("pipeline"))
+
+    def _build(self) -> None:
+        cfg = self.config
+        for eid in cfg.extensions:
+            comp = cfg.component(Kind.EXTENSION, eid)
+            self.extensions[eid] = comp.factory.create(self._settings(Kind.EXTENSION, eid), comp.config)
+        used_exporters = {e for p in cfg.pipelines.values() for e in p.exporters}
+        for eid in sorted(used_exporters):
+            self.exporters[eid] = self._build_exporter(eid)
+        receiver_targets: dict[str, dict[Signal, list[Consumer]]] = defaultdict(lambda: defaultdict(list))
+        for pid, pipe in cfg.pipelines.items():
+            entry: Consumer = FanOut([self.exporters[e] for e in pipe.exporters])
+            chain: list[Component] = []
+            for proc_id in reversed(pipe.processors):
+                comp = cfg.component(Kind.PROCESSOR, proc_id)
+                settings = self._settings(Kind.PROCESSOR, proc_id, signal=pipe.signal, pipeline=pid)
+                entry = comp.factory.create(settings, comp.config, entry)
+                chain.insert(0, entry)
+            self.processors[pid] = chain
+            self.pipeline_entries[pid] = entry
+            for rid in pipe.receivers:
+                receiver_targets[rid][pipe.signal].append(entry)
+        for rid, targets in receiver_targets.items():
+            comp = cfg.component(Kind.RECEIVER, rid)
+            consumers = {sig: FanOut(cs) for sig, cs in targets.items()}
+            self.receivers[rid] = comp.factory.create(self._settings(Kind.RECEIVER, rid), comp.config,
+                                                      consumers)
+
+    def _build_exporter(self, eid: str) -> ExporterChain:
+        comp = self.config.component(Kind.EXPORTER, eid)
+        settings = self._settings(Kind.EXPORTER, eid)
+        exporter = self._overrides.get(eid) or comp.factory.create(settings, comp.config)
+        helper = comp.config if isinstance(comp.config, ExporterSettings) else None
+        if eid in self._overrides:
+            helper = ExporterSettings.model_validate({"sending_queue": {"enabled": False},
+                                                      "retry_on_failure": {"enabled": False}})
+        return ExporterChain(exporter, helper, eid, self.metrics, settings.logger)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._state = "starting"
+        self._fatal = asyncio.get_running_loop().create_future()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
+        for group in self._start_order():
+            for name, comp in group:
+                try:
+                    await comp.start(self)
+                except Exception as exc:
+                    self.log.error("component failed to start", component=name, error=str(exc))
+                    await self.shutdown()
+                    raise RuntimeError(f"{name}: failed to start: {exc}") from exc
+        self._state = "running"
+        self.log.info("everything is ready", pipelines=sorted(self.config.pipelines))
+
+    def _start_order(self) -> list[list[tuple[str, Any]]]:
+        procs = [(f"processor {c!r}", p) for pid in self.processors
+                 for c, p in reversed(list(zip(self.config.pipelines[pid].processors,
+                                               self.processors[pid], strict=True)))]
+        return [
+            [(f"extension {k!r}", v) for k, v in self.extensions.items()],
+            [(f"exporter {k!r}", v) for k, v in self.exporters.items()],
+            procs,
+            [(f"receiver {k!r}", v) for k, v in self.receivers.items()],
+        ]
+
+    async def shutdown(self) -> None:
+        """Receivers first, then processors (flushing downstream), exporters, extensions."""
+        if self._state in ("stopping", "stopped"):
+            return
+        self._state = "stopping"
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        for name, comp in reversed(self._start_order()[3]):
+            await self._stop(name, comp.shutdown())
+        for pid, chain in self.processors.items():
+            for proc in chain:
+                await self._stop(f"processor in {pid}", proc.shutdown())
+        for eid, exporter in self.exporters.items():
+            await self._stop(f"exporter {eid!r}", exporter.shutdown(deadline))
+        for eid, ext in reversed(list(self.extensions.items())):
+            await self._stop(f"extension {eid!r}", ext.shutdown())
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        self._state = "stopped"
+
+    async def _stop(self, name: str, coro) -> None:
+        try:
+            await coro
+        except Exception as exc:
+            self.log.error("component failed to shut down cleanly", component=name, error=str(exc))
+
+    async def wait_fatal(self) -> BaseException:
+        assert self._fatal is not None
+        return await self._fatal

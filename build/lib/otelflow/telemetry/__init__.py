@@ -1,0 +1,1 @@
+"""The collector's own telemetry: Prometheus self-metrics and structured logs."""

@@ -1,0 +1,87 @@
+"""Self-metrics with the Go collector's names, on a registry owned by one service instance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from otelflow.pdata import Signal
+
+
+class SelfMetrics:
+    """Get-or-create access to metrics plus the standard receiver/processor/exporter counters.
+
+    Components of the same type share metric families (labelled by component id), so creation
+    is idempotent by name.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._families: dict[str, object] = {}
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        return self._get(Counter, name, doc, labels)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        return self._get(Gauge, name, doc, labels)
+
+    def histogram(self, name: str, doc: str, labels: Sequence[str] = (), buckets=None) -> Histogram:
+        kwargs = {"buckets": buckets} if buckets else {}
+        return self._get(Histogram, name, doc, labels, **kwargs)
+
+    def _get(self, cls, name: str, doc: str, labels: Sequence[str], **kwargs):
+        family = self._families.get(name)
+        if family is None:
+            family = cls(name, doc, list(labels), registry=self.registry, **kwargs)
+            self._families[name] = family
+        return family
+
+    # -- the standard component counters -------------------------------------------------
+
+    def receiver_accepted(self, receiver: str, transport: str, signal: Signal, n: int) -> None:
+        self.counter(f"otelcol_receiver_accepted_{signal.item_unit}",
+                     f"Number of {signal.item_unit} successfully pushed into the pipeline.",
+                     ("receiver", "transport")).labels(receiver, transport).inc(n)
+
+    def receiver_refused(self, receiver: str, transport: str, signal: Signal, n: int) -> None:
+        self.counter(f"otelcol_receiver_refused_{signal.item_unit}",
+                     f"Number of {signal.item_unit} that could not be pushed into the pipeline.",
+                     ("receiver", "transport")).labels(receiver, transport).inc(n)
+
+    def processor_items(self, processor: str, signal: Signal, incoming: int, outgoing: int) -> None:
+        labels = ("processor", "otel_signal")
+        self.counter("otelcol_processor_incoming_items", "Items passed to the processor.",
+                     labels).labels(processor, signal.value).inc(incoming)
+        self.counter("otelcol_processor_outgoing_items", "Items emitted by the processor.",
+                     labels).labels(processor, signal.value).inc(outgoing)
+
+    def exporter_sent(self, exporter: str, signal: Signal, n: int) -> None:
+        self.counter(f"otelcol_exporter_sent_{signal.item_unit}",
+                     f"Number of {signal.item_unit} successfully sent to destination.",
+                     ("exporter",)).labels(exporter).inc(n)
+
+    def exporter_send_failed(self, exporter: str, signal: Signal, n: int) -> None:
+        self.counter(f"otelcol_exporter_send_failed_{signal.item_unit}",
+                     f"Number of {signal.item_unit} in failed attempts to send to destination.",
+                     ("exporter",)).labels(exporter).inc(n)
+
+    def exporter_enqueue_failed(self, exporter: str, signal: Signal, n: int) -> None:
+        self.counter(f"otelcol_exporter_enqueue_failed_{signal.item_unit}",
+                     f"Number of {signal.item_unit} failed to be added to the sending queue.",
+                     ("exporter",)).labels(exporter).inc(n)
+
+    def dropped(self, component: str, signal: Signal, reason: str, n: int) -> None:
+        """Every drop anywhere, with why (permanent error, retries exhausted, queue full...)."""
+        self.counter("otelflow_dropped_items", "Items dropped by a component, by reason.",
+                     ("component", "otel_signal", "reason")).labels(
+            component, signal.value, reason).inc(n)
+
+    def queue_gauges(self, exporter: str, signal: Signal | None = None) -> tuple[Gauge, Gauge]:
+        """(queue_size, queue_capacity) children for an exporter's sending queue."""
+        labels = ("exporter", "data_type")
+        data_type = signal.value if signal else "all"
+        size = self.gauge("otelcol_exporter_queue_size", "Current size of the retry queue.", labels)
+        cap = self.gauge("otelcol_exporter_queue_capacity", "Fixed capacity of the retry queue.",
+                         labels)
+        return size.labels(exporter, data_type), cap.labels(exporter, data_type)
