@@ -12,7 +12,8 @@ import textwrap
 import pytest
 
 from otelflow.component import ComponentID, CreateSettings, Kind
-from otelflow.config import ConfigErrors, parse_config
+from otelflow.config import ConfigErrors
+from otelflow.config.service import parse_config
 from otelflow.extensions.file_storage import FileStorage, FileStorageConfig, sanitize
 from otelflow.telemetry.logs import component_logger
 from otelflow.telemetry.metrics import SelfMetrics

@@ -9,6 +9,8 @@ import time
 import pytest
 
 from otelflow.component import ComponentID, CreateSettings, Kind, PermanentError, RetryableError
+from otelflow.config import ConfigErrors
+from otelflow.config.service import parse_config
 from otelflow.extensions.file_storage import FileStorage, FileStorageConfig
 from otelflow.pipeline.exporterhelper import ExporterChain, ExporterSettings
 from otelflow.telemetry.logs import component_logger
@@ -268,3 +270,33 @@ async def test_storage_must_be_a_storage_extension():
                           "otlp", SelfMetrics())
     with pytest.raises(ValueError, match="not a storage extension"):
         await chain.start(Host(health=object()))
+
+
+@pytest.mark.parametrize(("extensions", "enabled", "message"), [
+    ({}, [], "extension 'file_storage' is not defined"),
+    ({"file_storage": {"directory": "/tmp"}}, [], "is defined but not enabled"),
+])
+def test_queue_storage_must_be_an_enabled_extension(extensions, enabled, message):
+    raw = {"receivers": {"otlp": None}, "extensions": extensions,
+           "exporters": {"otlp": {"endpoint": "x:1", "sending_queue": {"storage": "file_storage"}}},
+           "service": {"extensions": enabled,
+                       "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp"]}}}}
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(raw, "test.yaml")
+    assert "exporters.otlp.sending_queue.storage" in str(info.value)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("queue", "key"), [
+    ({"sizer": "bytes"}, "sending_queue.sizer"),
+    ({"queue_size": 0}, "sending_queue.queue_size"),
+    ({"num_consumers": 0}, "sending_queue.num_consumers"),
+    ({"blocking": True}, "sending_queue.blocking"),
+])
+def test_bad_queue_settings_name_their_key(queue, key):
+    raw = {"receivers": {"otlp": None},
+           "exporters": {"otlp": {"endpoint": "x:1", "sending_queue": queue}},
+           "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp"]}}}}
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(raw, "test.yaml")
+    assert f"exporters.otlp.{key}" in str(info.value)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from otelflow.component import ComponentID, CreateSettings, Kind, RetryableError
-from otelflow.config import ConfigErrors, parse_config
+from otelflow.config import ConfigErrors
+from otelflow.config.service import parse_config
 from otelflow.processors.memory_limiter import (
     MIB,
     MemoryLimiter,
