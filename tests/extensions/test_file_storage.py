@@ -145,3 +145,14 @@ async def test_compaction_on_start_and_on_rebound_reclaim_space(tmp_path):
     client = await storage.client(Kind.EXPORTER, "otlp")
     assert len(await client.keys("k")) == 10
     await storage.shutdown()
+
+
+async def test_storage_failures_surface_as_os_errors(tmp_path):
+    storage = make(tmp_path)
+    client = await storage.client(Kind.EXPORTER, "otlp")
+    await client.set("k", b"v")
+    await client._run(client._conn.execute, "PRAGMA query_only = ON")
+    with pytest.raises(OSError, match="exporter_otlp_: attempt to write a readonly database"):
+        await client.set("k2", b"v")
+    assert await client.get("k") == b"v"
+    await storage.shutdown()

@@ -13,6 +13,7 @@ import time
 
 import grpc
 
+from otelflow.exporters.otlp import retry_delay
 from otelflow.pdata import Signal
 from otelflow.receivers.otlp import GRPC_SERVICES
 from otelflow.testing.fake_backend import FakeBackend
@@ -91,3 +92,33 @@ def test_a_dead_exporter_does_not_slow_the_other(tmp_path):
     assert with_dead >= 0.9 * baseline
     assert queued >= 10, "the dead exporter's queue should be filling"
     assert refused == 0
+
+
+def test_a_full_queue_answers_unavailable_with_a_retry_delay():
+    port, metrics_port = free_port(), free_port()
+    with FakeBackend() as backend:
+        backend.mode = "hang"
+        config = collector_config(port, metrics_port, exporters={
+            "otlp": otlp_exporter(backend.port, timeout="30s",
+                                  sending_queue={"queue_size": 3, "num_consumers": 1})})
+        with CollectorProcess(config, wait_port=port) as collector:
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            export = channel.unary_unary(f"/{GRPC_SERVICES[Signal.TRACES]}/Export")
+            payload = spans_batch(0, 10).to_bytes()
+            for _ in range(4):  # one in flight (hung) + three queued
+                export(payload, timeout=5)
+                time.sleep(0.1)
+            try:
+                export(payload, timeout=5)
+                raise AssertionError("a full queue must refuse")
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                assert "sending queue of exporter otlp is full" in exc.details()
+                assert retry_delay(exc) == 1.0
+            samples = scrape(metrics_port)
+            channel.close()
+            backend.mode = "ok"
+            collector.stop(timeout=1)
+    assert metric_sum(samples, "otelcol_exporter_enqueue_failed_spans_total") == 10
+    assert metric_sum(samples, "otelcol_receiver_refused_spans_total") == 10
+    assert metric_sum(samples, "otelcol_receiver_accepted_spans_total") == 40

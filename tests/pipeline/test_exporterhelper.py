@@ -300,3 +300,18 @@ def test_bad_queue_settings_name_their_key(queue, key):
     with pytest.raises(ConfigErrors) as info:
         parse_config(raw, "test.yaml")
     assert f"exporters.otlp.{key}" in str(info.value)
+
+
+async def test_a_storage_write_failure_is_refused_retryably(tmp_path):
+    storage = await open_storage(tmp_path)
+    metrics = SelfMetrics()
+    chain = await make_chain(ScriptedExporter(), settings(sending_queue={"storage": "file_storage"}),
+                             metrics, Host(file_storage=storage))
+    client = chain.queue.client
+    await client._run(client._conn.execute, "PRAGMA query_only = ON")  # as if the disk failed
+    with pytest.raises(RetryableError, match="persistent queue write failed"):
+        await chain.consume(spans_batch(0, 3))
+    assert chain.queue.size == 0
+    assert counter_value(metrics, "otelcol_exporter_enqueue_failed_spans", exporter="otlp") == 3
+    await chain.shutdown(time.monotonic() + 1)
+    await storage.shutdown()

@@ -164,7 +164,11 @@ class StorageClient:
         self._executor.shutdown(wait=True)
 
     async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run on the database thread; SQLite failures surface as `OSError` naming the file."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise OSError(f"storage {self.path.name}: {exc}") from exc
 
     # -- key/value API ------------------------------------------------------------------
 

@@ -401,7 +401,7 @@ class ExporterChain:
         except RetryableError:
             self.metrics.exporter_enqueue_failed(self.id, batch.signal, batch.item_count())
             raise
-        except (OSError, RuntimeError) as exc:  # storage failure: the sender must retry
+        except (OSError, RuntimeError) as exc:  # storage failure (disk full...): sender retries
             self.metrics.exporter_enqueue_failed(self.id, batch.signal, batch.item_count())
             raise RetryableError(f"exporter {self.id}: persistent queue write failed: {exc}",
                                  QUEUE_FULL_RETRY_AFTER) from exc
