@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+import yaml
 
 from otelflow.component import ComponentID, CreateSettings, Kind
 from otelflow.config import ConfigErrors
@@ -36,11 +38,20 @@ def config_errors(extension: dict) -> str:
     return str(info.value)
 
 
-def test_bad_settings_are_reported_with_their_key():
-    assert "extensions.file_storage.fsync" in config_errors({"fsync": "sometimes"})
-    msg = config_errors({"directory_permissions": "rwx"})
-    assert "directory_permissions" in msg and "octal" in msg
-    assert "compaction.on_rebund" in config_errors({"compaction": {"on_rebund": True}})
+CASES = yaml.safe_load((Path(__file__).parent / "testdata" / "file_storage.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(CASES["invalid"]))
+def test_invalid_configs(name):
+    case = CASES["invalid"][name]
+    message = config_errors(case["config"])
+    for fragment in case["errors"]:
+        assert fragment in message, f"{fragment!r} not in {message}"
+
+
+def test_valid_config_with_every_key():
+    cfg = FileStorageConfig.model_validate(CASES["valid"])
+    assert cfg.fsync and cfg.compaction.on_rebound and cfg.compaction.check_interval == 5.0
 
 
 async def test_missing_directory_is_a_clear_start_error(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from otelflow.component import ComponentID, CreateSettings, Kind, RetryableError
 from otelflow.config import ConfigErrors
@@ -31,18 +34,21 @@ def config_error(body: dict) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"limit_mib": 100}, "check_interval must be greater than zero"),
-    ({"check_interval": "1s"}, "set limit_mib or limit_percentage"),
-    ({"check_interval": "1s", "limit_mib": 100, "spike_limit_mib": 100},
-     "spike_limit_mib (100) must be smaller than limit_mib (100)"),
-    ({"check_interval": "1s", "limit_percentage": 50, "spike_limit_percentage": 60},
-     "spike_limit_percentage (60) must be smaller than limit_percentage (50)"),
-    ({"check_interval": "1s", "limit_percentage": 150}, "limit_percentage"),
-    ({"check_interval": "1s", "limit_mb": 10}, "limit_mib"),
-])
-def test_invalid_configs(body, message):
-    assert message in config_error(body)
+CASES = yaml.safe_load((Path(__file__).parent / "testdata" / "memory_limiter.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(CASES["invalid"]))
+def test_invalid_configs(name):
+    case = CASES["invalid"][name]
+    message = config_error(case["config"])
+    for fragment in case["errors"]:
+        assert fragment in message, f"{fragment!r} not in {message}"
+
+
+def test_valid_config_with_every_key():
+    cfg = MemoryLimiterConfig.model_validate(CASES["valid"])
+    assert cfg.min_gc_interval_when_hard_limited == 1.0
+    assert cfg.limits(lambda: 0) == (4000 * MIB, 3200 * MIB)  # limit_mib wins over percentages
 
 
 def test_limits_follow_go_defaults():
