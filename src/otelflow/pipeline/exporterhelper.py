@@ -107,7 +107,9 @@ class MemoryQueue:
         self.exporter_id = exporter_id
         self._entries: deque[Entry] = deque()
         self.size = 0  # admitted units (including writes in progress), not those being sent
-        self._changed = asyncio.Condition()
+        lock = asyncio.Lock()
+        self._not_empty = asyncio.Condition(lock)  # consumers wait here, woken one per put
+        self._space = asyncio.Condition(lock)  # blocked producers (block_on_overflow) wait here
         self._closed = False
 
     def __len__(self) -> int:
@@ -129,12 +131,12 @@ class MemoryQueue:
         except BaseException:
             await self._release(entry.size)
             raise
-        async with self._changed:
+        async with self._not_empty:
             self._entries.append(entry)
-            self._changed.notify_all()
+            self._not_empty.notify()
 
     async def _reserve(self, size: int) -> None:
-        async with self._changed:
+        async with self._space:
             while True:
                 if self._closed:
                     raise QueueClosedError(f"exporter {self.exporter_id} is shutting down",
@@ -145,27 +147,27 @@ class MemoryQueue:
                 if not self.settings.block_on_overflow:
                     raise QueueFullError(f"sending queue of exporter {self.exporter_id} is full",
                                          QUEUE_FULL_RETRY_AFTER)
-                await self._changed.wait()
+                await self._space.wait()
             self.size += size
 
     async def _release(self, size: int) -> None:
-        async with self._changed:
+        async with self._space:
             self.size -= size
-            self._changed.notify_all()
+            self._space.notify_all()
 
     async def _store(self, entry: Entry, batch: Batch) -> None:
         return None
 
     async def get(self) -> Entry | None:
         """The next entry, waiting for one; None once the queue is closed and empty."""
-        async with self._changed:
+        async with self._not_empty:
             while not self._entries:
                 if self._closed:
                     return None
-                await self._changed.wait()
+                await self._not_empty.wait()
             entry = self._entries.popleft()
             self.size -= entry.size
-            self._changed.notify_all()
+            self._space.notify_all()
             return entry
 
     async def load(self, entry: Entry) -> Batch | None:
@@ -177,9 +179,10 @@ class MemoryQueue:
 
     async def close(self) -> None:
         """Refuse new data and wake everyone waiting; queued entries stay until taken."""
-        async with self._changed:
+        async with self._not_empty:
             self._closed = True
-            self._changed.notify_all()
+            self._not_empty.notify_all()
+            self._space.notify_all()
 
     def leftovers(self) -> list[Entry]:
         entries = list(self._entries)
