@@ -144,10 +144,11 @@ class StorageClient:
     def _open_sync(self) -> None:
         conn = sqlite3.connect(self.path, timeout=self.config.timeout, isolation_level=None,
                                check_same_thread=False)
+        conn.execute("PRAGMA page_size=65536")  # new files only; values are often 100s of KiB
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.config.fsync else 'NORMAL'}")
-        conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
-                     " WITHOUT ROWID")
+        # a rowid table: WITHOUT ROWID measured 2-4x slower with large values
+        conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
         self._conn = conn
 
     async def close(self) -> None:
