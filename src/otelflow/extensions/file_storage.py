@@ -192,13 +192,18 @@ class StorageClient:
     async def batch(self, sets: dict[str, bytes] | None = None,
                     deletes: list[str] | None = None) -> None:
         """Apply writes atomically; returns once they are committed."""
+        await self.submit(sets, deletes)
+
+    def submit(self, sets: dict[str, bytes] | None = None,
+               deletes: list[str] | None = None) -> asyncio.Future:
+        """Queue writes for the next group commit; the future resolves once committed."""
         if self._conn is None:
             raise RuntimeError(f"storage {self.path.name} is closed")
         future = asyncio.get_running_loop().create_future()
         self._pending.append((sets or {}, deletes or [], future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
-        await future
+        return future
 
     def _query(self, sql: str, params: tuple) -> list[tuple]:
         assert self._conn is not None

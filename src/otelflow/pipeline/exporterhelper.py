@@ -222,17 +222,31 @@ class PersistentQueue(MemoryQueue):
 
     async def _store(self, entry: Entry, batch: Batch) -> None:
         entry.key = f"q/{next(self._seq):016x}/{entry.signal.value}/{entry.items}"
-        entry.batch = None
+        # While consumers keep up, keep the request in memory too and skip reading it back;
+        # a backlog beyond that lives on disk only, so memory stays bounded.
+        if len(self._entries) >= 2 * self.settings.num_consumers:
+            entry.batch = None
         await self.client.set(entry.key, batch.to_bytes())
 
     async def load(self, entry: Entry) -> Batch | None:
+        if entry.batch is not None:
+            return entry.batch
         assert entry.key is not None
         raw = await self.client.get(entry.key)
         return None if raw is None else Batch(entry.signal, raw=raw)
 
     async def done(self, entry: Entry) -> None:
+        """Delete in the next group commit without waiting: a crash before it means a
+        duplicate, never a loss."""
+        entry.batch = None
         if entry.key is not None:
-            await self.client.delete(entry.key)
+            self.client.submit(deletes=[entry.key]).add_done_callback(self._delete_failed)
+
+    def _delete_failed(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            structlog.get_logger("otelflow").warning(
+                "could not delete a delivered request: it will be sent again after a restart",
+                exporter=self.exporter_id, error=str(future.exception()))
 
     def leftovers(self) -> list[Entry]:
         return []  # they stay on disk
