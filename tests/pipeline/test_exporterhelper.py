@@ -168,13 +168,20 @@ async def test_timeout_per_attempt_is_retried():
     assert len(exporter.attempts) == 2
 
 
-async def test_without_queue_errors_reach_the_caller():
+async def test_without_queue_errors_reach_the_caller_who_counts_them():
     def fail(n):
-        raise PermanentError("bad")
-    chain = await make_chain(ScriptedExporter(fail), settings(sending_queue={"enabled": False}))
+        raise PermanentError("bad") if n == 1 else RetryableError("503")
+    metrics = SelfMetrics()
+    chain = await make_chain(ScriptedExporter(fail), settings(
+        sending_queue={"enabled": False}, retry_on_failure={"max_elapsed_time": "100ms"}),
+        metrics)
     with pytest.raises(PermanentError):
         await chain.consume(spans_batch(0, 1))
+    with pytest.raises(RetryableError):  # after retrying for max_elapsed_time
+        await chain.consume(spans_batch(1, 2))
     await chain.shutdown()
+    assert counter_value(metrics, "otelcol_exporter_send_failed_spans", exporter="otlp") == 3
+    assert dropped(metrics, "permanent_error") == dropped(metrics, "retries_exhausted") == 0
 
 
 async def test_shutdown_drains_memory_queue_before_deadline():

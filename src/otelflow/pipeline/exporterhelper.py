@@ -299,16 +299,21 @@ class RetrySender:
             self.log.info("export failed, will retry", error=str(error), delay=round(delay, 3))
             try:
                 await asyncio.wait_for(self.stop_retrying.wait(), delay)
-                return Outcome.INTERRUPTED
             except TimeoutError:
-                pass
+                continue
+            if raise_errors:
+                self.metrics.exporter_send_failed(self.id, batch.signal, items)
+                raise error
+            return Outcome.INTERRUPTED
 
     def _drop(self, batch: Batch, items: int, reason: str, exc: Exception,
               raise_errors: bool) -> Outcome:
+        """Give up on a request: raise to the caller when it waits (no queue), else drop."""
+        if raise_errors:  # the caller (a receiver) refuses it; the sender decides what next
+            self.metrics.exporter_send_failed(self.id, batch.signal, items)
+            raise exc
         self.count_drop(batch.signal, reason, items)
         self.log.error("dropping data", reason=reason, error=str(exc), items=items)
-        if raise_errors:
-            raise exc
         return Outcome.DROPPED
 
     def count_drop(self, signal: Signal, reason: str, items: int) -> None:
