@@ -343,7 +343,7 @@ class ExporterChain:
         self._workers: list[asyncio.Task] = []
         self._in_flight: set[Entry] = set()
         self._dropped_at_shutdown = 0  # items of interrupted memory-queue requests
-        self._idle = asyncio.Event()
+        self._kept_at_shutdown = 0  # interrupted persistent-queue requests, still on disk
         self._size_gauge, cap_gauge = metrics.queue_gauges(exporter_id)
         cap_gauge.set(self.settings.sending_queue.queue_size)
 
@@ -403,8 +403,9 @@ class ExporterChain:
         self._in_flight.clear()
         self._size_gauge.set(queue.size if queue.persistent else 0)
         if queue.persistent:
-            if len(queue):
-                self.log.info("unsent requests kept in the persistent queue", requests=len(queue))
+            kept = len(queue) + len(leftovers) + self._kept_at_shutdown
+            if kept:
+                self.log.info("unsent requests kept in the persistent queue", requests=kept)
             return
         for entry in leftovers:
             self.sender.count_drop(entry.signal, "shutdown", entry.items)
@@ -440,7 +441,10 @@ class ExporterChain:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let a sender die with work in hand
-                self.log.error("sending queue consumer failed", error=repr(exc))
+                self.log.error("sending queue consumer failed", error=repr(exc),
+                               kept_on_disk=queue.persistent)
+                if not queue.persistent:
+                    self.sender.count_drop(entry.signal, "internal_error", entry.items)
             self._in_flight.discard(entry)
 
     async def _deliver(self, queue: MemoryQueue, entry: Entry) -> None:
@@ -453,6 +457,7 @@ class ExporterChain:
         outcome = await self.sender.send(batch, entry.items)
         if outcome is Outcome.INTERRUPTED:
             if queue.persistent:
+                self._kept_at_shutdown += 1
                 return  # stays on disk for the next start
             self.sender.count_drop(entry.signal, "shutdown", entry.items)
             self._dropped_at_shutdown += entry.items
