@@ -1,10 +1,12 @@
-"""A controllable OTLP/gRPC backend for fault tests: accept, refuse, hang, go down, come back.
+"""A controllable OTLP backend (gRPC and HTTP/protobuf) for fault tests: accept, refuse,
+hang, go down, come back.
 
 Runs its own event loop on a background thread, so synchronous tests (driving a collector
 subprocess and the OTel SDK) can switch its behaviour while data flows:
 
-    with FakeBackend() as backend:            # listening on backend.port
-        backend.mode = "unavailable"          # answer UNAVAILABLE (with RetryInfo if retry_after)
+    with FakeBackend() as backend:            # gRPC on backend.port, HTTP on backend.http_port
+        backend.mode = "unavailable"          # UNAVAILABLE + RetryInfo / 503 + Retry-After
+        backend.mode = "invalid"              # INVALID_ARGUMENT / 400
         backend.stop(); backend.start()       # outage: the port refuses connections meanwhile
         backend.span_counts()                 # span id -> times received
 """
@@ -19,20 +21,24 @@ from collections.abc import Callable
 from typing import Literal
 
 import grpc
+from aiohttp import web
 
 from otelflow.pdata import Batch, Signal, iter_scopes
 from otelflow.receivers.otlp import GRPC_SERVICES, retry_info_metadata
 from otelflow.testing.process import free_port
 
 Mode = Literal["ok", "unavailable", "invalid", "hang"]
+HTTP_PATHS = {Signal.TRACES: "/v1/traces", Signal.METRICS: "/v1/metrics",
+              Signal.LOGS: "/v1/logs"}
 
 
 class FakeBackend:
-    """OTLP gRPC server whose answers a test controls; records what it accepted."""
+    """OTLP gRPC + HTTP server whose answers a test controls; records what it accepted."""
 
     def __init__(self, port: int | None = None, delay: float = 0.0,
-                 record: Callable[[Batch], None] | None = None):
+                 record: Callable[[Batch], None] | None = None, http_port: int | None = None):
         self.port = port or free_port()
+        self.http_port = http_port or free_port()
         self.record = record  # called with each accepted batch instead of keeping it
         self.mode: Mode = "ok"
         self.retry_after: float | None = None  # RetryInfo sent with UNAVAILABLE
@@ -45,6 +51,7 @@ class FakeBackend:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._server: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
 
     # -- lifecycle (called from the test's thread) ----------------------------------------
 
@@ -81,36 +88,68 @@ class FakeBackend:
             raise OSError(f"fake backend cannot listen on port {self.port}")
         await server.start()
         self._server = server
+        app = web.Application(client_max_size=64 * 2**20)
+        for signal, path in HTTP_PATHS.items():
+            app.router.add_post(path, self._http_handler(signal))
+        self._http = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._http.setup()
+        await web.TCPSite(self._http, "127.0.0.1", self.http_port).start()
 
     async def _stop(self, grace: float) -> None:
         if self._server is not None:
             server, self._server = self._server, None
             await server.stop(grace)
+        if self._http is not None:
+            runner, self._http = self._http, None
+            await runner.cleanup()
 
     # -- behaviour --------------------------------------------------------------------------
 
+    async def _decide(self) -> Mode:
+        """Log the attempt and pick this request's answer (a hung request never returns)."""
+        with self._lock:
+            self.attempts.append(time.monotonic())
+            mode = self._scripted.pop(0) if self._scripted else self.mode
+        if mode == "hang":
+            await asyncio.sleep(3600)
+        return mode
+
+    async def _accept(self, signal: Signal, body: bytes) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        batch = Batch.from_bytes(signal, body)
+        with self._lock:
+            if self.record is not None:
+                self.record(batch)
+            else:
+                self.accepted.append(batch)
+
     def _handler(self, signal: Signal):
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            with self._lock:
-                self.attempts.append(time.monotonic())
-                mode = self._scripted.pop(0) if self._scripted else self.mode
-            if mode == "hang":
-                await asyncio.sleep(3600)
+            mode = await self._decide()
             if mode == "unavailable":
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "backend unavailable",
                                     trailing_metadata=retry_info_metadata("backend unavailable",
                                                                           self.retry_after))
             if mode == "invalid":
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad data")
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            batch = Batch.from_bytes(signal, request)
-            with self._lock:
-                if self.record is not None:
-                    self.record(batch)
-                else:
-                    self.accepted.append(batch)
+            await self._accept(signal, request)
             return b""
+
+        return export
+
+    def _http_handler(self, signal: Signal):
+        async def export(request: web.Request) -> web.Response:
+            body = await request.read()
+            mode = await self._decide()
+            if mode == "unavailable":
+                headers = ({"Retry-After": str(round(self.retry_after))}
+                           if self.retry_after is not None else {})
+                return web.Response(status=503, text="backend unavailable", headers=headers)
+            if mode == "invalid":
+                return web.Response(status=400, text="bad data")
+            await self._accept(signal, body)
+            return web.Response(body=b"", content_type="application/x-protobuf")
 
         return export
 
