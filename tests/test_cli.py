@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 from otelflow.testing.process import CollectorProcess, free_port, wait_for_port
 
@@ -18,8 +19,10 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_default_config_starts_fast_and_exits_zero_on_sigterm():
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port, health_port = (free_port() for _ in range(4))
     env = {"OTELFLOW_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
+           "OTELFLOW_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
+           "OTELFLOW_HEALTH_ENDPOINT": f"127.0.0.1:{health_port}",
            "OTELFLOW_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}"}
     started = time.monotonic()
     proc = subprocess.Popen([*OTELFLOW, "run"], env={**os.environ, **env},
@@ -28,6 +31,9 @@ def test_default_config_starts_fast_and_exits_zero_on_sigterm():
         wait_for_port(grpc_port, timeout=10)
         elapsed = time.monotonic() - started
         wait_for_port(metrics_port, timeout=2)
+        wait_for_port(http_port, timeout=2)
+        ready = urllib.request.urlopen(f"http://127.0.0.1:{health_port}/ready", timeout=5)
+        assert ready.status == 200
         proc.terminate()
         output = proc.communicate(timeout=20)[0].decode()
     finally:

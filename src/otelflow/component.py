@@ -43,6 +43,17 @@ class PermanentError(PipelineError):
     """Bad data: never retried; counted as refused/dropped."""
 
 
+class PartiallyRejected(PermanentError):
+    """Some items were refused as bad data (`rejected` of them) while the rest went on.
+
+    Receivers answer success with `partial_success` (OTLP spec); nothing is retried.
+    """
+
+    def __init__(self, message: str, rejected: int):
+        super().__init__(message)
+        self.rejected = rejected
+
+
 class RetryableError(PipelineError):
     """Backpressure or an outage: retry later, after `retry_after` seconds when known."""
 

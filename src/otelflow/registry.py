@@ -14,20 +14,30 @@ from otelflow.config.errors import choices_text, did_you_mean
 
 BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.RECEIVER: {
+        "filelog": "otelflow.receivers.filelog",
+        "hostmetrics": "otelflow.receivers.hostmetrics",
         "otlp": "otelflow.receivers.otlp",
+        "prometheus": "otelflow.receivers.prometheus",
     },
     Kind.PROCESSOR: {
         "batch": "otelflow.processors.batch",
         "memory_limiter": "otelflow.processors.memory_limiter",
+        "tail_sampling": "otelflow.processors.tail_sampling",
     },
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
         "file": "otelflow.exporters.file",
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
+        "otlp_http": "otelflow.exporters.otlphttp",
+        "otlphttp": "otelflow.exporters.otlphttp",
+        "prometheus": "otelflow.exporters.prometheus",
+        "prometheusremotewrite": "otelflow.exporters.prometheus_remote_write",
     },
     Kind.EXTENSION: {
+        "bearertokenauth": "otelflow.extensions.bearertokenauth",
         "file_storage": "otelflow.extensions.file_storage",
+        "health_check": "otelflow.extensions.health_check",
     },
 }
 

@@ -56,8 +56,14 @@ def test_image_config_is_the_default_config():
 
 
 def test_first_stage_builds_a_wheel_with_the_default_config(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    source = tmp_path / "src-copy"  # what the Dockerfile COPYs, so the build leaves no files here
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns(
+        "__pycache__", "*.egg-info"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(source)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("otelflow-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "otelflow/default.yaml" in names

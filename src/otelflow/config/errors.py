@@ -88,9 +88,19 @@ def from_validation_error(
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
             if "input" in err and etype not in ("value_error", "assertion_error"):
-                msg = f"{msg} (got {err['input']!r})"
+                got = "<redacted>" if is_secret_path(loc) else repr(err["input"])
+                msg = f"{msg} (got {got})"
         errors.append(ConfigError(path, msg, file))
     return errors
+
+
+SECRET_KEYS = frozenset({"token", "tokens", "password", "secret", "headers", "api_key",
+                         "client_secret", "bearer_token"})
+
+
+def is_secret_path(loc: Sequence[str | int]) -> bool:
+    """True when a key path goes through a key that holds credentials (values never shown)."""
+    return any(isinstance(part, str) and part.lower() in SECRET_KEYS for part in loc)
 
 
 def _is_union_tag(part: str) -> bool:
@@ -110,7 +120,8 @@ def _fields_at(model: type, loc: Sequence[str | int]) -> list[str]:
     for part in loc:
         if isinstance(part, int) or not hasattr(current, "model_fields"):
             continue
-        field = current.model_fields.get(part)
+        field = current.model_fields.get(part) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None)
         if field is None:
             return []
         current = _model_of(field.annotation)

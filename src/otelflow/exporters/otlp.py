@@ -7,7 +7,7 @@ from typing import Literal
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from otelflow.component import (
     CreateSettings,
@@ -18,6 +18,7 @@ from otelflow.component import (
     PermanentError,
     RetryableError,
 )
+from otelflow.config.auth import AuthSettings, ClientAuthenticator, client_authenticator
 from otelflow.config.tls import TLSClientSettings
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.exporterhelper import ExporterSettings
@@ -36,9 +37,18 @@ RETRYABLE_CODES = frozenset({
 class OTLPExporterConfig(ExporterSettings):
     endpoint: str
     tls: TLSClientSettings = Field(default_factory=TLSClientSettings)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
     compression: Literal["gzip", "none", ""] = "gzip"
     balancer_name: Literal["round_robin", "pick_first"] = "round_robin"
+    auth: AuthSettings | None = None
+
+    @model_validator(mode="after")
+    def _skip_verify(self) -> OTLPExporterConfig:
+        if self.tls.insecure_skip_verify and self.target()[1]:
+            raise ValueError("tls.insecure_skip_verify is not supported by the gRPC exporter "
+                             "(grpcio always verifies the server): set tls.ca_file to the "
+                             "server's CA, or use the otlphttp exporter")
+        return self
 
     @field_validator("endpoint")
     @classmethod
@@ -70,9 +80,11 @@ class OTLPExporter(Exporter):
         self.log = settings.logger
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[Signal, grpc.aio.UnaryUnaryMultiCallable] = {}
-        self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
+        self._metadata = tuple((k.lower(), v.get_secret_value()) for k, v in config.headers.items())
+        self._auth: ClientAuthenticator | None = None
 
     async def start(self, host: Host) -> None:
+        self._auth = client_authenticator(host, self.config.auth)
         target, use_tls = self.config.target()
         options = [("grpc.lb_policy_name", self.config.balancer_name)]
         compression = COMPRESSION[self.config.compression]
@@ -95,9 +107,12 @@ class OTLPExporter(Exporter):
 
     async def export(self, batch: Batch) -> None:
         call = self._calls[batch.signal]
+        metadata = self._metadata
+        if self._auth is not None:
+            metadata += tuple((k.lower(), v) for k, v in self._auth.client_headers().items())
         try:
             response = await call(batch.to_bytes(), timeout=self.config.timeout or None,
-                                  metadata=self._metadata)
+                                  metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise classify(exc) from None
         self._check_partial_success(batch.signal, response)

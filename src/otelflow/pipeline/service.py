@@ -18,6 +18,7 @@ import structlog
 from otelflow.component import Component, ComponentID, Consumer, CreateSettings, Kind
 from otelflow.config.service import ServiceConfig
 from otelflow.pdata import Signal
+from otelflow.pipeline.counting import CountingConsumer
 from otelflow.pipeline.exporterhelper import ExporterChain, ExporterSettings
 from otelflow.pipeline.fanout import FanOut
 from otelflow.telemetry.logs import component_logger
@@ -45,6 +46,9 @@ class Service:
         telemetry = config.telemetry.metrics
         self.metrics_server = (MetricsServer(self.metrics, telemetry.address)
                                if telemetry.level != "none" else None)
+        self._count_items = telemetry.level != "none"  # processor incoming/outgoing items
+        if self.metrics_server is not None:
+            self.metrics.add_process_metrics()
         self._build()
 
     # -- Host ---------------------------------------------------------------------------
@@ -102,8 +106,13 @@ class Service:
             for proc_id in reversed(pipe.processors):
                 comp = cfg.component(Kind.PROCESSOR, proc_id)
                 settings = self._settings(Kind.PROCESSOR, proc_id, signal=pipe.signal, pipeline=pid)
-                entry = comp.factory.create(settings, comp.config, entry)
-                chain.insert(0, entry)
+                if self._count_items:
+                    incoming, outgoing = self.metrics.processor_counters(proc_id, pipe.signal)
+                    proc = comp.factory.create(settings, comp.config, CountingConsumer(entry, outgoing))
+                    entry = CountingConsumer(proc, incoming)
+                else:
+                    proc = entry = comp.factory.create(settings, comp.config, entry)
+                chain.insert(0, proc)
             self.processors[pid] = chain
             self.pipeline_entries[pid] = entry
             for rid in pipe.receivers:

@@ -1,4 +1,5 @@
-"""`otlp` receiver: OTLP over gRPC (grpc.aio, raw bytes in, no per-request stub objects)."""
+"""`otlp` receiver: OTLP over gRPC (grpc.aio, raw bytes in, no per-request stub objects) and
+over HTTP (aiohttp; the transport lives in `otelflow.receivers.otlp_http`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import grpc
 from google.protobuf import duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from otelflow.component import (
     Component,
@@ -17,12 +18,15 @@ from otelflow.component import (
     Factory,
     Host,
     Kind,
+    PartiallyRejected,
     PermanentError,
     RetryableError,
 )
+from otelflow.config.auth import AuthSettings, ServerAuthenticator, server_authenticator
 from otelflow.config.tls import TLSServerSettings
-from otelflow.config.types import ConfigModel
+from otelflow.config.types import ByteSize, ConfigModel, Duration
 from otelflow.pdata import Batch, Signal
+from otelflow.receivers.otlp_http import HttpServer
 
 GRPC_SERVICES = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -36,10 +40,56 @@ class GrpcSettings(ConfigModel):
     max_recv_msg_size_mib: int = Field(4, ge=1)
     max_concurrent_streams: int | None = Field(None, ge=1)
     tls: TLSServerSettings | None = None
+    auth: AuthSettings | None = None
+
+
+class CORSSettings(ConfigModel):
+    allowed_origins: list[str] = Field(default_factory=list)
+    allowed_headers: list[str] = Field(default_factory=list)
+    max_age: int = Field(0, ge=0)
+
+
+class HttpSettings(ConfigModel):
+    endpoint: str = "localhost:4318"
+    traces_url_path: str = "/v1/traces"
+    metrics_url_path: str = "/v1/metrics"
+    logs_url_path: str = "/v1/logs"
+    max_request_body_size: ByteSize = Field(20 * 1024 * 1024, ge=1)
+    read_header_timeout: Duration = 60.0  # 0: none
+    idle_timeout: Duration = 60.0  # keep-alive connections without a request; 0: none
+    response_headers: dict[str, str] = Field(default_factory=dict)
+    cors: CORSSettings | None = None
+    tls: TLSServerSettings | None = None
+    auth: AuthSettings | None = None
+
+    @field_validator("traces_url_path", "metrics_url_path", "logs_url_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("a URL path must not be empty")
+        return value if value.startswith("/") else "/" + value
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> HttpSettings:
+        paths = [self.traces_url_path, self.metrics_url_path, self.logs_url_path]
+        if len(set(paths)) != len(paths):
+            raise ValueError(f"traces_url_path, metrics_url_path and logs_url_path must differ "
+                             f"(got {', '.join(paths)})")
+        return self
 
 
 class Protocols(ConfigModel):
     grpc: GrpcSettings | None = None
+    http: HttpSettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_defaults(cls, data):
+        """`http:` with no value enables the protocol with its defaults, as in the Go collector."""
+        if isinstance(data, dict):
+            return {k: ({} if v is None and k in cls.model_fields else v) for k, v in data.items()}
+        return data
 
 
 class OTLPReceiverConfig(ConfigModel):
@@ -65,7 +115,7 @@ def create(settings: CreateSettings, config: OTLPReceiverConfig,
 
 
 FACTORY = Factory(Kind.RECEIVER, "otlp", OTLPReceiverConfig, create,
-                  description="OTLP over gRPC")
+                  description="OTLP over gRPC and HTTP (protobuf, JSON)")
 
 
 class OTLPReceiver(Component):
@@ -79,13 +129,26 @@ class OTLPReceiver(Component):
         self.log = settings.logger
         self.metrics = settings.metrics
         self._grpc_server: grpc.aio.Server | None = None
+        self._grpc_auth: ServerAuthenticator | None = None
         self.grpc_port: int | None = None
+        self._http: HttpServer | None = None
+
+    @property
+    def http_port(self) -> int | None:
+        return self._http.port if self._http is not None else None
 
     async def start(self, host: Host) -> None:
-        if self.config.protocols.grpc is not None:
-            await self._start_grpc(self.config.protocols.grpc)
+        protocols = self.config.protocols
+        if protocols.grpc is not None:
+            self._grpc_auth = server_authenticator(host, protocols.grpc.auth)
+            await self._start_grpc(protocols.grpc)
+        if protocols.http is not None:
+            await self._start_http(protocols.http, server_authenticator(host, protocols.http.auth))
 
     async def shutdown(self) -> None:
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.stop()
         if self._grpc_server is not None:
             server, self._grpc_server = self._grpc_server, None
             await server.stop(grace=5)
@@ -100,6 +163,11 @@ class OTLPReceiver(Component):
         n = batch.item_count()
         try:
             await self.consumers[batch.signal].consume(batch)
+        except PartiallyRejected as exc:
+            rejected = min(max(exc.rejected, 0), n)
+            self.metrics.receiver_accepted(self.id, transport, batch.signal, n - rejected)
+            self.metrics.receiver_refused(self.id, transport, batch.signal, rejected)
+            raise
         except (PermanentError, RetryableError):
             self.metrics.receiver_refused(self.id, transport, batch.signal, n)
             raise
@@ -108,6 +176,18 @@ class OTLPReceiver(Component):
             self.log.exception("pipeline failed on a request")
             raise RetryableError(f"internal error: {exc}") from exc
         self.metrics.receiver_accepted(self.id, transport, batch.signal, n)
+
+    def refused_request(self, signal: Signal, transport: str) -> None:
+        """A request refused before it could be decoded (its items are unknown)."""
+        self.metrics.receiver_refused(self.id, transport, signal, 0)
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def _start_http(self, cfg: HttpSettings, auth: ServerAuthenticator | None) -> None:
+        server = HttpServer(cfg, self.consumers, self.deliver, self.log, auth)
+        await server.start()
+        self._http = server
+        self.log.info("OTLP HTTP receiver listening", endpoint=cfg.endpoint, port=server.port)
 
     # -- gRPC -------------------------------------------------------------------------------
 
@@ -145,13 +225,22 @@ class OTLPReceiver(Component):
 
     def _grpc_handler(self, signal: Signal):
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            if self._grpc_auth is not None and not self._grpc_auth.authenticate(
+                    dict(context.invocation_metadata() or ())):
+                self.refused_request(signal, "grpc")
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid credentials")
             try:
                 batch = Batch.from_bytes(signal, request)
             except DecodeError as exc:
-                self.metrics.receiver_refused(self.id, "grpc", signal, 0)
+                self.refused_request(signal, "grpc")
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed OTLP request: {exc}")
             try:
                 await self.deliver(batch, "grpc")
+            except PartiallyRejected as exc:
+                response = signal.response_type()
+                setattr(response.partial_success, signal.rejected_field, exc.rejected)
+                response.partial_success.error_message = str(exc)
+                return response.SerializeToString()
             except PermanentError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except RetryableError as exc:

@@ -19,6 +19,15 @@ class SelfMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._families: dict[str, object] = {}
+        self._process_collector = None
+
+    def add_process_metrics(self) -> None:
+        """Serve the process RSS / CPU / uptime gauges too (idempotent)."""
+        if self._process_collector is None:
+            from otelflow.telemetry.process import ProcessCollector
+
+            self._process_collector = ProcessCollector()
+            self.registry.register(self._process_collector)
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
         return self._get(Counter, name, doc, labels)
@@ -49,12 +58,19 @@ class SelfMetrics:
                      f"Number of {signal.item_unit} that could not be pushed into the pipeline.",
                      ("receiver", "transport")).labels(receiver, transport).inc(n)
 
-    def processor_items(self, processor: str, signal: Signal, incoming: int, outgoing: int) -> None:
+    def processor_counters(self, processor: str, signal: Signal) -> tuple[Counter, Counter]:
+        """(incoming, outgoing) item counter children for one processor in one pipeline."""
         labels = ("processor", "otel_signal")
-        self.counter("otelcol_processor_incoming_items", "Items passed to the processor.",
-                     labels).labels(processor, signal.value).inc(incoming)
-        self.counter("otelcol_processor_outgoing_items", "Items emitted by the processor.",
-                     labels).labels(processor, signal.value).inc(outgoing)
+        incoming = self.counter("otelcol_processor_incoming_items", "Items passed to the processor.",
+                                labels)
+        outgoing = self.counter("otelcol_processor_outgoing_items", "Items emitted by the processor.",
+                                labels)
+        return incoming.labels(processor, signal.value), outgoing.labels(processor, signal.value)
+
+    def processor_items(self, processor: str, signal: Signal, incoming: int, outgoing: int) -> None:
+        inc, out = self.processor_counters(processor, signal)
+        inc.inc(incoming)
+        out.inc(outgoing)
 
     def exporter_sent(self, exporter: str, signal: Signal, n: int) -> None:
         self.counter(f"otelcol_exporter_sent_{signal.item_unit}",

@@ -1,3 +1,0 @@
-from otelflow.cli import main
-
-raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Graph build, fan-out, the exporter queue/retry chain and the service lifecycle."""

@@ -1,1 +1,0 @@
-"""Receivers: where data enters the collector."""

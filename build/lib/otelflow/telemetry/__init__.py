@@ -1,1 +1,0 @@
-"""The collector's own telemetry: Prometheus self-metrics and structured logs."""

@@ -1,1 +1,0 @@
-"""Test helpers for otelflow users and for otelflow's own tests (also a pytest plugin)."""
