@@ -1,6 +1,7 @@
-"""Error handling through a real collector: permanent errors are dropped at once (counted),
-UNAVAILABLE is retried with the configured exponential backoff, and a server's RetryInfo
-delay is honoured. The backend is a fake OTLP/gRPC server the test scripts."""
+"""Error handling through a real collector, over the otlp (gRPC) and otlphttp exporters:
+permanent errors (INVALID_ARGUMENT / 400) are dropped at once and counted, UNAVAILABLE / 503
+are retried with the configured exponential backoff, and a server's RetryInfo / Retry-After
+delay is honoured. The backend is a fake OTLP server the test scripts."""
 
 from __future__ import annotations
 
@@ -23,14 +24,21 @@ RETRY = {"initial_interval": "200ms", "multiplier": 2, "randomization_factor": 0
          "max_interval": "5s", "max_elapsed_time": "60s"}
 
 
-@pytest.fixture(scope="module")
-def setup():
+def exporter_for(protocol: str, backend: FakeBackend) -> dict:
+    if protocol == "grpc":
+        return {"otlp": otlp_exporter(backend.port, retry_on_failure=RETRY)}
+    return {"otlphttp": {"endpoint": f"http://127.0.0.1:{backend.http_port}",
+                         "compression": "none", "retry_on_failure": RETRY}}
+
+
+@pytest.fixture(scope="module", params=["grpc", "http"])
+def setup(request):
+    """(collector port, metrics port, backend, protocol): otlp or otlphttp exporter."""
     port, metrics_port = free_port(), free_port()
     with FakeBackend() as backend:
-        config = collector_config(port, metrics_port, exporters={
-            "otlp": otlp_exporter(backend.port, retry_on_failure=RETRY)})
+        config = collector_config(port, metrics_port, exporter_for(request.param, backend))
         with CollectorProcess(config, wait_port=port) as collector:
-            yield port, metrics_port, backend
+            yield port, metrics_port, backend, request.param
             assert collector.stop() == 0, collector.logs()
 
 
@@ -52,7 +60,8 @@ def attempts_after(backend: FakeBackend, start: int, n: int, timeout: float) -> 
 
 
 def test_permanent_error_is_dropped_without_retry(setup):
-    port, metrics_port, backend = setup
+    """INVALID_ARGUMENT over gRPC, 400 over HTTP."""
+    port, metrics_port, backend, _ = setup
     backend.mode = "invalid"
     try:
         before = len(backend.attempts)
@@ -68,7 +77,8 @@ def test_permanent_error_is_dropped_without_retry(setup):
 
 
 def test_unavailable_is_retried_with_exponential_backoff(setup):
-    port, _, backend = setup
+    """UNAVAILABLE over gRPC, 503 over HTTP."""
+    port, _, backend, _ = setup
     before = len(backend.attempts)
     backend.fail_next(4, "unavailable")
     sent = send_spans(port, 10)
@@ -85,9 +95,10 @@ def test_unavailable_is_retried_with_exponential_backoff(setup):
 
 
 def test_server_retry_info_delay_is_honoured(setup):
-    port, _, backend = setup
+    """RetryInfo over gRPC, Retry-After (whole seconds) over HTTP."""
+    port, _, backend, protocol = setup
     before = len(backend.attempts)
-    backend.retry_after = 1.5
+    backend.retry_after = 1.5 if protocol == "grpc" else 1
     backend.fail_next(1, "unavailable")
     try:
         send_spans(port, 5)
@@ -95,4 +106,5 @@ def test_server_retry_info_delay_is_honoured(setup):
     finally:
         backend.retry_after = None
     assert len(times) == 2
-    assert 1.5 <= times[1] - times[0] <= 1.9  # not the 200 ms backoff
+    expected = 1.5 if protocol == "grpc" else 1.0
+    assert expected <= times[1] - times[0] <= expected + 0.4  # not the 200 ms backoff
