@@ -308,12 +308,18 @@ class RetrySender:
 
     def _drop(self, batch: Batch, items: int, reason: str, exc: Exception,
               raise_errors: bool) -> Outcome:
-        """Give up on a request: raise to the caller when it waits (no queue), else drop."""
-        if raise_errors:  # the caller (a receiver) refuses it; the sender decides what next
+        """Give up on a request: drop it (counted), or raise to a caller that waits (no queue).
+
+        A waiting caller hands a retryable error back to its sender, who may retry: that is not
+        a drop. A permanent error is one either way: no sender retries it.
+        """
+        if raise_errors and not isinstance(exc, PermanentError):
             self.metrics.exporter_send_failed(self.id, batch.signal, items)
             raise exc
         self.count_drop(batch.signal, reason, items)
         self.log.error("dropping data", reason=reason, error=str(exc), items=items)
+        if raise_errors:
+            raise exc
         return Outcome.DROPPED
 
     def count_drop(self, signal: Signal, reason: str, items: int) -> None:
