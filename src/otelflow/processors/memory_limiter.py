@@ -176,7 +176,10 @@ class MemoryLimiter(Processor):
     async def _monitor(self) -> None:
         while True:
             await asyncio.sleep(self.config.check_interval)
-            self.check()
+            try:
+                self.check()
+            except Exception as exc:  # keep watching; a dead monitor would freeze the state
+                self.log.error("memory check failed", error=repr(exc))
 
     def check(self) -> None:
         """Measure, collect garbage if needed, and decide whether to refuse data."""
