@@ -25,6 +25,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "attributes": "otelflow.processors.attributes",
         "batch": "otelflow.processors.batch",
         "drift": "otelflow.processors.drift",
+        "memory_limiter": "otelflow.processors.memory_limiter",
         "redaction": "otelflow.processors.redaction",
         "resource": "otelflow.processors.resource",
         "tail_sampling": "otelflow.processors.tail_sampling",
@@ -43,6 +44,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     },
     Kind.EXTENSION: {
         "bearertokenauth": "otelflow.extensions.bearertokenauth",
+        "file_storage": "otelflow.extensions.file_storage",
         "health_check": "otelflow.extensions.health_check",
     },
 }
