@@ -26,7 +26,14 @@ from typing import Any, Literal
 import structlog
 from pydantic import Field
 
-from otelflow.component import Exporter, Host, Kind, PermanentError, RetryableError
+from otelflow.component import (
+    Exporter,
+    Host,
+    Kind,
+    PermanentError,
+    PipelineError,
+    RetryableError,
+)
 from otelflow.config.types import ConfigModel, Duration
 from otelflow.pdata import Batch, Signal
 from otelflow.telemetry.metrics import SelfMetrics
@@ -289,6 +296,9 @@ class RetrySender:
             except TimeoutError:
                 error = RetryableError(f"export timed out after {self.settings.timeout}s")
             except Exception as exc:  # the Go helper retries every non-permanent error
+                if raise_errors and not isinstance(exc, PipelineError | OSError):
+                    self.metrics.exporter_send_failed(self.id, batch.signal, items)
+                    raise  # a bug, and a caller waiting on it: let it see the bug itself
                 error = exc if isinstance(exc, RetryableError) else RetryableError(repr(exc))
             delay = max(backoff.next_delay(), error.retry_after or 0.0)
             elapsed = time.monotonic() - started
