@@ -1,14 +1,14 @@
-"""`otelflow run | validate | components`."""
+"""`otelflow run | validate | replay | record | components`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 from collections.abc import Sequence
 
+from otelflow import record, replay
 from otelflow.component import Kind
 from otelflow.config import ConfigErrors, load_config
 from otelflow.config.service import parse_config
@@ -23,7 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", action="append", metavar="FILE",
                        help="pipeline YAML; repeat to merge (later wins). "
                             "Default: the embedded config/default.yaml")
+        if name == "run":
+            p.add_argument("--watch", action="store_true",
+                           help="reload when a config file changes (SIGHUP always reloads)")
     sub.add_parser("components", help="list every component type and its signals")
+    replay.add_parser(sub)
+    record.add_parser(sub)
     return parser
 
 
@@ -31,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "components":
         return list_components(Registry())
+    if args.command in ("replay", "record"):
+        return (replay if args.command == "replay" else record).main(args)
     try:
         raw, source = load_config(args.config)
         config = parse_config(raw, source)
@@ -40,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         print(f"{source}: configuration is valid ({len(config.pipelines)} pipelines)")
         return 0
-    return run(config)
+    return run(config, args.config, args.watch)
 
 
 def list_components(registry: Registry) -> int:
@@ -57,7 +64,7 @@ def list_components(registry: Registry) -> int:
     return 0
 
 
-def run(config) -> int:
+def run(config, paths=None, watch: bool = False) -> int:
     from otelflow.telemetry.logs import configure_logging
 
     logs = config.telemetry.logs
@@ -66,35 +73,9 @@ def run(config) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    from otelflow.pipeline.runner import serve
+
     try:
-        return asyncio.run(_serve(config))
+        return asyncio.run(serve(config, paths, watch))
     except KeyboardInterrupt:
         return 0
-
-
-async def _serve(config) -> int:
-    import structlog
-
-    from otelflow.pipeline.service import Service
-
-    log = structlog.get_logger("otelflow")
-    service = Service(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await service.start()
-    except Exception as exc:
-        print(f"otelflow: {exc}", file=sys.stderr)
-        return 1
-    fatal = asyncio.ensure_future(service.wait_fatal())
-    waiter = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([fatal, waiter], return_when=asyncio.FIRST_COMPLETED)
-    log.info("shutting down")
-    await service.shutdown()
-    waiter.cancel()
-    if fatal.done():
-        return 1
-    fatal.cancel()
-    return 0

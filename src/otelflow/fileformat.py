@@ -53,14 +53,21 @@ def read_records(path: str | Path, fmt: Format = "json",
         return
     if signal is None:
         raise ValueError("reading a proto file needs the signal it holds")
-    data = path.read_bytes()
-    pos = 0
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise ValueError(f"{path}: truncated length prefix at byte {pos}")
-        (size,) = _LENGTH.unpack_from(data, pos)
-        pos += 4
-        if pos + size > len(data):
-            raise ValueError(f"{path}: truncated record at byte {pos}")
-        yield signal, signal.request_type.FromString(data[pos:pos + size])
-        pos += size
+    for raw in read_proto_frames(path):
+        yield signal, signal.request_type.FromString(raw)
+
+
+def read_proto_frames(path: str | Path) -> Iterator[bytes]:
+    """The serialized requests of a length-prefixed proto file, read as a stream."""
+    path = Path(path)
+    with path.open("rb") as f:
+        pos = 0
+        while header := f.read(4):
+            if len(header) < 4:
+                raise ValueError(f"{path}: truncated length prefix at byte {pos}")
+            (size,) = _LENGTH.unpack(header)
+            data = f.read(size)
+            if len(data) < size:
+                raise ValueError(f"{path}: truncated record at byte {pos + 4}")
+            yield data
+            pos += 4 + size

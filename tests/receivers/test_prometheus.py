@@ -161,3 +161,55 @@ async def test_metric_relabel_drops_and_target_relabel_renames(app):
         assert got[("training_loss", (("model_version", "v3"), ("squad", "vision")))][1].as_double == 0.25
     finally:
         await service.shutdown()
+
+
+async def test_scraped_training_loss_drives_a_drift_alert(tmp_path):
+    port = free_port()
+    shift = tmp_path / "shift"
+    app = subprocess.Popen([sys.executable, str(Path(__file__).with_name("lossapp.py")),
+                            str(port), str(shift)])
+    text = f"""
+receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: trainer
+          scrape_interval: 50ms
+          static_configs: [{{targets: ["127.0.0.1:{port}"]}}]
+processors:
+  drift:
+    window: 10
+    warmup: 30
+    consecutive: 1
+    psi_threshold: null
+    features:
+      - name: loss
+        metric: {{name: training_loss}}
+        performance: {{direction: higher_is_worse, tolerance: 0.3, consecutive: 2, severity: critical}}
+exporters:
+  file: {{path: /dev/null}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    metrics: {{receivers: [prometheus], processors: [drift], exporters: [file]}}
+"""
+    try:
+        wait_for_port(port)
+        service = Service(parse_config(*load_config(text=text)),
+                          exporter_overrides={"file": Capture()})
+        await service.start()
+        try:
+            await asyncio.sleep(2.5)  # baseline around 0.25
+            assert service.alerts() == []
+            shift.touch()
+            deadline = asyncio.get_running_loop().time() + 10
+            while not any(a.get("severity") == "critical" for a in service.alerts()):
+                assert asyncio.get_running_loop().time() < deadline, service.alerts()
+                await asyncio.sleep(0.1)
+            critical = next(a for a in service.alerts() if a.get("severity") == "critical")
+            assert "loss" in str(critical)
+        finally:
+            await service.shutdown()
+    finally:
+        app.kill()
+        app.wait()

@@ -188,6 +188,31 @@ class Service:
         except Exception as exc:
             self.log.error("component failed to shut down cleanly", component=name, error=str(exc))
 
+    async def reload(self, new: ServiceConfig) -> bool:
+        """Apply `new` in place when it differs only in the settings of processors that can
+        reload themselves (drift: new baseline, empty alert history). False: rebuild needed."""
+        if _without_processor_settings(new.raw) != _without_processor_settings(self.config.raw):
+            return False
+        old_procs = self.config.raw.get("processors") or {}
+        new_procs = new.raw.get("processors") or {}
+        changed = {pid for pid in new_procs if new_procs[pid] != old_procs.get(pid)}
+        targets = [(proc, new.component(Kind.PROCESSOR, proc_id).config)
+                   for pid, chain in self.processors.items()
+                   for proc_id, proc in zip(self.config.pipelines[pid].processors, chain, strict=True)
+                   if proc_id in changed]
+        if not all(hasattr(proc, "reload") for proc, _cfg in targets):
+            return False
+        for proc, cfg in targets:
+            await proc.reload(cfg)
+        self.config = new
+        self.log.info("configuration reloaded in place", processors=sorted(changed))
+        return True
+
     async def wait_fatal(self) -> BaseException:
         assert self._fatal is not None
-        return await self._fatal
+        return await asyncio.shield(self._fatal)  # waiters come and go; the future stays
+
+
+def _without_processor_settings(raw: dict) -> dict:
+    """The config with each processor's settings blanked (its id and position kept)."""
+    return {**raw, "processors": dict.fromkeys(raw.get("processors") or {})}

@@ -1,0 +1,80 @@
+"""`otelflow run`: serve a config until SIGTERM/SIGINT; reload it on SIGHUP or, with `--watch`,
+when a config file changes. A reload applies processor settings in place where the processor
+supports it (drift), otherwise drains the running service and starts the new one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from otelflow.config import ConfigErrors, load_config
+from otelflow.config.service import ServiceConfig, parse_config
+from otelflow.pipeline.service import Service
+
+WATCH_INTERVAL = 1.0
+
+
+async def serve(config: ServiceConfig, paths: Sequence[str] | None, watch: bool) -> int:
+    log = structlog.get_logger("otelflow")
+    loop = asyncio.get_running_loop()
+    stop, reload = asyncio.Event(), asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    watcher = asyncio.create_task(_watch(paths, reload)) if watch and paths else None
+    service = Service(config)
+    try:
+        await service.start()
+    except Exception as exc:
+        print(f"otelflow: {exc}", file=sys.stderr)
+        return 1
+    try:
+        while True:
+            fatal = asyncio.ensure_future(service.wait_fatal())
+            waits = [asyncio.ensure_future(e.wait()) for e in (stop, reload)]
+            await asyncio.wait([fatal, *waits], return_when=asyncio.FIRST_COMPLETED)
+            for task in waits:
+                task.cancel()
+            if fatal.done() or stop.is_set():
+                log.info("shutting down")
+                await service.shutdown()
+                return 1 if fatal.done() else 0
+            fatal.cancel()
+            reload.clear()
+            service = await _reload(service, paths, log)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _reload(service: Service, paths: Sequence[str] | None, log) -> Service:
+    try:
+        new = parse_config(*load_config(paths))
+    except ConfigErrors as exc:
+        log.error("reload refused: the new configuration is invalid", error=str(exc))
+        return service
+    if new.raw == service.config.raw or await service.reload(new):
+        return service
+    log.info("reloading: draining the running pipelines, then starting the new ones")
+    await service.shutdown()
+    replacement = Service(new)
+    await replacement.start()
+    return replacement
+
+
+async def _watch(paths: Sequence[str], reload: asyncio.Event) -> None:
+    def stamps() -> list[float]:
+        return [os.stat(p).st_mtime if os.path.exists(p) else 0.0 for p in paths]
+
+    seen = stamps()
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL)
+        current = stamps()
+        if current != seen:
+            seen = current
+            reload.set()
