@@ -252,10 +252,14 @@ class OTLPReceiver(Component):
 
 
 def retry_info_metadata(message: str, delay: float | None) -> tuple[tuple[str, bytes], ...]:
-    """`grpc-status-details-bin` carrying RetryInfo, so SDKs wait `delay` before retrying."""
+    """RetryInfo so SDKs wait `delay` before retrying: inside `grpc-status-details-bin` (the
+    google.rpc.Status the Go SDK and collector read) and alone in `google.rpc.retryinfo-bin`
+    (what the Python SDK reads)."""
     status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message)
-    if delay is not None:
-        info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
-            seconds=int(delay), nanos=int((delay % 1) * 1e9)))
-        status.details.add().Pack(info)
-    return (("grpc-status-details-bin", status.SerializeToString()),)
+    if delay is None:
+        return (("grpc-status-details-bin", status.SerializeToString()),)
+    info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+        seconds=int(delay), nanos=int((delay % 1) * 1e9)))
+    status.details.add().Pack(info)
+    return (("grpc-status-details-bin", status.SerializeToString()),
+            ("google.rpc.retryinfo-bin", info.SerializeToString()))

@@ -1,0 +1,57 @@
+"""OTLP/gRPC receiver status mapping: malformed -> INVALID_ARGUMENT, permanent ->
+INVALID_ARGUMENT, backpressure -> UNAVAILABLE with RetryInfo that Go and Python SDKs read."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from otelflow.component import PermanentError, RetryableError
+from otelflow.testing import build
+from otelflow.testing.process import free_port
+from otelflow.testing.sink import CaptureExporter, running_service
+
+CONFIG = """
+receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}}}
+exporters: {{debug: {{}}}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines: {{traces: {{receivers: [otlp], exporters: [debug]}}}}
+"""
+
+
+async def call(port: int, body: bytes) -> grpc.aio.AioRpcError | None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        try:
+            await export(body, timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc
+    return None
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (None, None),
+    (PermanentError("bad data"), grpc.StatusCode.INVALID_ARGUMENT),
+    (RetryableError("queue full", 2.5), grpc.StatusCode.UNAVAILABLE),
+])
+async def test_status_mapping_and_retry_info(error, code):
+    port = free_port()
+    sink = CaptureExporter(fail=lambda _batch: error)
+    async with running_service(CONFIG.format(port=port), {"debug": sink}):
+        failure = await call(port, build.traces(build.span("s")).SerializeToString())
+        malformed = await call(port, b"\x0a\xff\xff\xff")
+    assert malformed is not None and malformed.code() == grpc.StatusCode.INVALID_ARGUMENT
+    if code is None:
+        assert failure is None and sink.items() == 1
+        return
+    assert failure is not None and failure.code() == code
+    metadata = dict(failure.trailing_metadata() or ())
+    if code is grpc.StatusCode.UNAVAILABLE:
+        status = status_pb2.Status.FromString(metadata["grpc-status-details-bin"])
+        info = error_details_pb2.RetryInfo()
+        assert status.details[0].Unpack(info)
+        assert info.retry_delay.seconds == 2 and info.retry_delay.nanos == 500_000_000
+        alone = error_details_pb2.RetryInfo.FromString(metadata["google.rpc.retryinfo-bin"])
+        assert alone == info
