@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link
 
 from otelflow.fileformat import read_records
-from otelflow.pdata import Signal, iter_scopes, metric_points
+from otelflow.pdata import Signal, count_items, iter_scopes, metric_points
 from otelflow.testing.process import CollectorProcess, free_port
 
 RESOURCE = Resource.create({"service.name": "e2e-test", "deployment.environment": "ci",
@@ -98,8 +98,7 @@ def read_output(path, signal: Signal, expected: int, timeout: float = 20.0) -> l
     deadline = time.monotonic() + timeout
     while True:
         got = [m for s, m in read_records(path) if s is signal] if path.exists() else []
-        items = sum(1 for m in got for _r, sc in iter_scopes(signal, m)
-                    for _ in getattr(sc, signal.item_field))
+        items = sum(count_items(signal, m) for m in got)
         if items >= expected or time.monotonic() > deadline:
             return got
         time.sleep(0.1)
