@@ -19,6 +19,7 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaProducer, errors
 from pydantic import Field, field_validator, model_validator
 
+from otelflow.anyvalue import to_python
 from otelflow.component import (
     CreateSettings,
     Exporter,
@@ -129,20 +130,7 @@ def _body_bytes(value: Any) -> bytes:
     kind = value.WhichOneof("value")
     if kind == "bytes_value":
         return value.bytes_value
-    return json.dumps(_any_value(value), separators=(",", ":")).encode()
-
-
-def _any_value(value: Any) -> Any:
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [_any_value(v) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _any_value(kv.value) for kv in value.kvlist_value.values}
-    if kind == "bytes_value":
-        return value.bytes_value.hex()
-    return getattr(value, kind)
+    return json.dumps(to_python(value, bytes_as_hex=True), separators=(",", ":")).encode()
 
 
 def sarama_partition(key: bytes, all_partitions: list[int], available: list[int]) -> int:

@@ -21,6 +21,7 @@ import re2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from otelflow.anyvalue import set_any
 from otelflow.component import Consumer, CreateSettings, Factory, Kind, Processor
 from otelflow.config.types import ConfigModel
 from otelflow.pdata import Batch, Signal, metric_points
@@ -195,27 +196,8 @@ def _to_any(raw: Any) -> AnyValue | None:
     if raw is None:
         return None
     value = AnyValue()
-    _set(value, raw)
+    set_any(value, raw)
     return value
-
-
-def _set(target: AnyValue, raw: Any) -> None:
-    if isinstance(raw, bool):
-        target.bool_value = raw
-    elif isinstance(raw, int):
-        target.int_value = raw
-    elif isinstance(raw, float):
-        target.double_value = raw
-    elif isinstance(raw, list):
-        target.array_value.SetInParent()
-        for item in raw:
-            _set(target.array_value.values.add(), item)
-    elif isinstance(raw, dict):
-        target.kvlist_value.SetInParent()
-        for key, item in raw.items():
-            _set(target.kvlist_value.values.add(key=str(key)).value, item)
-    else:
-        target.string_value = str(raw)
 
 
 def _find(kvs: Any, key: str) -> Any:

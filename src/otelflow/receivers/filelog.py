@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Literal
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from pydantic import Field, model_validator
 
+from otelflow.anyvalue import set_any, set_attributes
 from otelflow.component import (
     Component,
     Consumer,
@@ -313,33 +314,3 @@ class FileLogReceiver(Component):
         state = [{"fingerprint": r.fingerprint.hex(), "offset": r.offset, "path": r.path}
                  for r in self.readers]
         await self._storage.set(CHECKPOINT_KEY, json.dumps(state).encode())
-
-
-def set_attributes(target, values: dict[str, Any]) -> None:
-    """Append `values` to a repeated KeyValue field."""
-    for key, value in values.items():
-        if type(value) is str:
-            target.add(key=key).value.string_value = value
-        else:
-            set_any(target.add(key=key).value, value)
-
-
-def set_any(target, value: Any) -> None:
-    """Python value -> OTLP AnyValue (maps become kvlists, lists arrays)."""
-    kind = type(value)
-    if kind is str:
-        target.string_value = value
-    elif kind is bool:
-        target.bool_value = value
-    elif kind is int:
-        target.int_value = value
-    elif kind is float:
-        target.double_value = value
-    elif isinstance(value, dict):
-        set_attributes(target.kvlist_value.values, value)
-    elif isinstance(value, list | tuple):
-        array = target.array_value
-        for item in value:
-            set_any(array.values.add(), item)
-    elif value is not None:
-        target.string_value = str(value)

@@ -28,6 +28,7 @@ from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitio
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from pydantic import Field, field_validator, model_validator
 
+from otelflow.anyvalue import set_any
 from otelflow.component import (
     Component,
     Consumer,
@@ -171,31 +172,10 @@ def decode(signal: Signal, encoding: str, payload: bytes) -> Batch:
     if encoding == "raw":
         record.body.bytes_value = payload
     elif encoding == "json":
-        _set_any(record.body, json.loads(payload))
+        set_any(record.body, json.loads(payload))
     else:
         record.body.string_value = payload.decode(encoding[5:] if encoding != "text" else "utf-8")
     return Batch.of(request)
-
-
-def _set_any(target: Any, value: Any) -> None:
-    """Fill an AnyValue from decoded JSON."""
-    if isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    elif isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, list):
-        target.array_value.SetInParent()
-        for item in value:
-            _set_any(target.array_value.values.add(), item)
-    elif isinstance(value, dict):
-        target.kvlist_value.SetInParent()
-        for key, item in value.items():
-            kv = target.kvlist_value.values.add(key=str(key))
-            _set_any(kv.value, item)
 
 
 class _Route:

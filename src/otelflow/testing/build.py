@@ -16,6 +16,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric, NumberDataPoint
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from otelflow.anyvalue import set_any
 from otelflow.pdata import Request, Signal
 
 SPAN_KINDS = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
@@ -24,23 +25,9 @@ SEVERITIES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL
 
 
 def to_any_value(value: Any) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, list | tuple):
-        out = AnyValue()
-        out.array_value.values.extend(to_any_value(v) for v in value)
-        return out
-    if isinstance(value, Mapping):
-        out = AnyValue()
-        out.kvlist_value.values.extend(key_values(value))
-        return out
-    return AnyValue(string_value=str(value))
+    out = AnyValue()
+    set_any(out, value)
+    return out
 
 
 def key_values(attributes: Mapping[str, Any] | None) -> list[KeyValue]:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from otelflow.anyvalue import to_python
 from otelflow.component import Exporter
 from otelflow.config import load_config
 from otelflow.config.service import parse_config
@@ -21,19 +22,12 @@ Matcher = Any  # a value to compare with ==, a compiled regex (searched) or a pr
 
 def any_value(value: Any) -> Any:
     """An OTLP `AnyValue` as a Python value (str, bool, int, float, bytes, list, dict, None)."""
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [any_value(v) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return attributes_dict(value.kvlist_value.values)
-    return getattr(value, kind)
+    return to_python(value)
 
 
 def attributes_dict(attributes: Any) -> dict[str, Any]:
     """Repeated `KeyValue` as a dict of Python values."""
-    return {kv.key: any_value(kv.value) for kv in attributes}
+    return {kv.key: to_python(kv.value) for kv in attributes}
 
 
 def matches(expected: Matcher, actual: Any) -> bool:
