@@ -19,13 +19,8 @@ from otelflow import otlp_json
 from otelflow.component import ComponentID, CreateSettings, Kind, PermanentError, RetryableError
 from otelflow.config import ConfigErrors, load_config
 from otelflow.config.service import parse_config
-from otelflow.exporters.otlphttp import (
-    FACTORY,
-    MAX_RESPONSE_BODY,
-    OTLPHTTPExporterConfig,
-    read_capped,
-    retry_after,
-)
+from otelflow.exporters.httpclient import MAX_RESPONSE_BODY, read_capped, retry_after
+from otelflow.exporters.otlphttp import FACTORY, OTLPHTTPExporterConfig
 from otelflow.pdata import Batch, Signal
 from otelflow.registry import Registry
 from otelflow.telemetry.metrics import SelfMetrics

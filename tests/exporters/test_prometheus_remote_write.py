@@ -15,11 +15,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from otelflow.component import ComponentID, CreateSettings, Kind, PermanentError
+from otelflow.exporters.httpclient import retry_after as parse_retry_after
 from otelflow.exporters.prometheus_remote_write import (
     FACTORY,
     Config,
     PrometheusRemoteWriteExporter,
-    parse_retry_after,
 )
 from otelflow.exporters.prompb import remote_pb2
 from otelflow.pdata import Batch

@@ -3,8 +3,6 @@ collector's otlphttp exporter (endpoint + `/v1/<signal>`, per-signal endpoint ov
 
 from __future__ import annotations
 
-import email.utils
-import time
 import zlib
 from typing import Literal
 from urllib.parse import urlsplit
@@ -29,10 +27,10 @@ from otelflow.component import (
 from otelflow.config.auth import AuthSettings, ClientAuthenticator, client_authenticator
 from otelflow.config.tls import TLSClientSettings
 from otelflow.config.types import Duration
+from otelflow.exporters.httpclient import read_capped, retry_after
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.exporterhelper import ExporterSettings
 
-MAX_RESPONSE_BODY = 4 * 1024 * 1024  # never read more of a response than this
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})  # the OTLP/HTTP spec's retryable set
 CONTENT_TYPES = {"proto": "application/x-protobuf", "json": "application/json"}
 SIGNAL_PATHS = {Signal.TRACES: "v1/traces", Signal.METRICS: "v1/metrics", Signal.LOGS: "v1/logs"}
@@ -181,17 +179,6 @@ def compress(body: bytes, compression: str) -> bytes:
     return body
 
 
-async def read_capped(response: aiohttp.ClientResponse, limit: int = MAX_RESPONSE_BODY) -> bytes:
-    """At most `limit` bytes of the response body; the rest is never read."""
-    out = bytearray()
-    while len(out) < limit:
-        chunk = await response.content.read(limit - len(out))
-        if not chunk:
-            break
-        out += chunk
-    return bytes(out)
-
-
 def decode(message, content_type: str, content: bytes):
     """Fill `message` from a protobuf or JSON body (raises ValueError / ParseError)."""
     if content_type == "application/json":
@@ -213,15 +200,3 @@ def error_message(content_type: str, content: bytes) -> str:
     return content[:512].decode("utf-8", "replace").strip() or "(no body)"
 
 
-def retry_after(value: str | None) -> float | None:
-    """`Retry-After` as seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

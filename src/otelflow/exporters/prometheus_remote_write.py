@@ -11,9 +11,7 @@ HTTP 5xx and 429 are retried (honouring `Retry-After`); other 4xx are permanent.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import ssl
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +31,7 @@ from otelflow.component import (
 )
 from otelflow.config.tls import TLSClientSettings
 from otelflow.config.types import ByteSize, ConfigModel
+from otelflow.exporters.httpclient import read_capped, retry_after
 from otelflow.exporters.prometheus_translation import (
     RemoteWriteEncoder,
     SeriesBuilder,
@@ -41,7 +40,6 @@ from otelflow.exporters.prometheus_translation import (
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.exporterhelper import ExporterSettings, QueueSettings, RetrySettings
 
-MAX_RESPONSE_BODY = 4 << 20
 MAX_RETRY_ENTRIES = 64
 """Batches whose failed requests are kept for the chain's next retry."""
 RESERVED_HEADERS = ("content-encoding", "content-type", "x-prometheus-remote-write-version",
@@ -130,20 +128,6 @@ def create(settings: CreateSettings, config: Config) -> PrometheusRemoteWriteExp
 FACTORY = Factory(Kind.EXPORTER, "prometheusremotewrite", Config, create,
                   signals=frozenset({Signal.METRICS}),
                   description="Prometheus remote-write 1.0 (snappy protobuf over HTTP)")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class PrometheusRemoteWriteExporter(Exporter):
@@ -255,12 +239,12 @@ class PrometheusRemoteWriteExporter(Exporter):
                                           **self._request_options) as resp:
                 if 200 <= resp.status < 300:
                     return
-                text = (await resp.content.read(MAX_RESPONSE_BODY)).decode("utf-8", "replace")
+                text = (await read_capped(resp)).decode("utf-8", "replace")
                 message = (f"remote write to {self.config.endpoint} failed: HTTP "
                            f"{resp.status}: {text.strip()}")
                 if resp.status >= 500 or resp.status == 429:
                     raise RetryableError(message,
-                                         parse_retry_after(resp.headers.get("Retry-After")))
+                                         retry_after(resp.headers.get("Retry-After")))
                 raise PermanentError(message)
         except aiohttp.ClientError as exc:
             raise RetryableError(f"remote write to {self.config.endpoint} failed: {exc!r}") \
