@@ -234,9 +234,12 @@ async def test_injected_produce_errors_are_retried(kafka_cluster: MockKafkaClust
 
 
 async def test_broker_down_for_10s_loses_nothing(kafka_cluster: MockKafkaCluster):
-    """Batches keep flowing through the queue/retry chain while broker 1 (leader of a third
-    of the partitions) is down for 10 s; once it is back every span is in Kafka."""
+    """Batches keep flowing through the queue/retry chain while broker 1 (made the leader of
+    every partition, so the outage surely bites) is down for 10 s; once it is back every span
+    is in Kafka."""
     kafka_cluster.create_topic("otlp_spans", 6)
+    for partition in range(6):
+        kafka_cluster.set_partition_leader("otlp_spans", partition, 1)
     cfg = exporter_config(kafka_cluster.bootstrap_servers, partition_traces_by_id=True,
                           timeout="2s", retry_on_failure={"initial_interval": "200ms",
                                                           "max_interval": "1s"})
