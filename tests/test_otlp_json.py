@@ -145,11 +145,24 @@ def test_decoder_agrees_with_json_format(case):
         signal, data).SerializeToString(deterministic=True)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests_as_json())
-def test_round_trip_through_dumps(case):
+def test_encoder_agrees_with_json_format_and_round_trips(case):
     signal, request, _ = case
+    expected = json_format.MessageToDict(request, use_integers_for_enums=True)
+    respell(expected, ints_as_numbers=False)
+    assert json.loads(otlp_json.dumps(request)) == json.loads(json.dumps(expected))
     assert otlp_json.loads(signal, otlp_json.dumps(request)) == request
+
+
+def test_encoder_special_doubles():
+    request = Signal.METRICS.request_type()
+    points = request.resource_metrics.add().scope_metrics.add().metrics.add().gauge.data_points
+    for value in (float("nan"), float("inf"), float("-inf"), 0.5):
+        points.add(as_double=value)
+    encoded = otlp_json.encode(request)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]
+    assert [p["asDouble"] for p in encoded["gauge"]["dataPoints"]] == [
+        "NaN", "Infinity", "-Infinity", 0.5]
 
 
 SPAN = "resourceSpans[0].scopeSpans[0].spans[0]"

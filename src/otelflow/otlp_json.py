@@ -18,12 +18,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from otelflow.pdata import Request, Signal
 
-_ID_LENGTHS = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
 _ID_FIELDS = {"trace_id": 16, "span_id": 8, "parent_span_id": 8}
 
 
@@ -32,9 +30,9 @@ class OTLPJSONError(ValueError):
 
 
 def encode(message: Request) -> dict[str, Any]:
-    data = json_format.MessageToDict(message, use_integers_for_enums=True)
-    _walk_ids(data)
-    return data
+    """The request as OTLP/JSON (what `json_format.MessageToDict(use_integers_for_enums=True)`
+    gives, with hex ids): only set fields, 64-bit integers as strings."""
+    return _message_encoder(message.DESCRIPTOR)(message)
 
 
 def dumps(message: Request) -> str:
@@ -64,18 +62,68 @@ def loads(signal: Signal, text: str | bytes) -> Request:
     return decode(signal, data)
 
 
-def _walk_ids(node: Any) -> None:
-    """Encoding: base64 ids (MessageToDict's bytes) -> hex, in place."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in _ID_LENGTHS and isinstance(value, str):
-                node[key] = base64.b64decode(value).hex()
-            elif isinstance(value, dict | list):
-                _walk_ids(value)
-    elif isinstance(node, list):
-        for item in node:
-            if isinstance(item, dict | list):
-                _walk_ids(item)
+# --- encoding ------------------------------------------------------------------------------
+
+Encoder = Callable[[Any], Any]
+_ENCODERS: dict[str, Encoder] = {}
+_INT64_TYPES = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64,
+                FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64,
+                FieldDescriptor.TYPE_SINT64}
+
+
+def _message_encoder(descriptor: Descriptor) -> Encoder:
+    """message -> dict of its set fields (`ListFields`, in C), compiled once per type."""
+    encoder = _ENCODERS.get(descriptor.full_name)
+    if encoder is not None:
+        return encoder
+    fields: dict[str, tuple[str, Encoder | None]] = {}
+
+    def encode(message: Any) -> dict[str, Any]:
+        out = {}
+        for field, value in message.ListFields():
+            name, conv = fields[field.name]
+            out[name] = value if conv is None else conv(value)
+        return out
+
+    _ENCODERS[descriptor.full_name] = encode  # before the fields: messages may recurse
+    for field in descriptor.fields:
+        single = _single_encoder(descriptor, field)
+        if field.is_repeated:
+            single = _repeated_encoder(single)
+        fields[field.name] = (field.json_name, single)
+    return encode
+
+
+def _repeated_encoder(single: Encoder | None) -> Encoder:
+    if single is None:
+        return list
+    return lambda values: [single(value) for value in values]
+
+
+def _single_encoder(descriptor: Descriptor, field: FieldDescriptor) -> Encoder | None:
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_MESSAGE:
+        return _message_encoder(field.message_type)
+    if kind == FieldDescriptor.TYPE_BYTES:
+        if field.name in _ID_FIELDS and descriptor.full_name.startswith("opentelemetry."):
+            return bytes.hex
+        return lambda value: base64.b64encode(value).decode()
+    if kind in _INT64_TYPES:
+        return str
+    if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return _encode_float
+    return None  # strings, bools, enums (as numbers), 32-bit integers: as they are
+
+
+def _encode_float(value: float) -> float | str:
+    if value != value:
+        return "NaN"
+    if value in (_INFINITY, -_INFINITY):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+_INFINITY = float("inf")
 
 
 # --- decoding ------------------------------------------------------------------------------
