@@ -16,18 +16,25 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.RECEIVER: {
         "filelog": "otelflow.receivers.filelog",
         "hostmetrics": "otelflow.receivers.hostmetrics",
+        "kafka": "otelflow.receivers.kafka",
         "otlp": "otelflow.receivers.otlp",
         "prometheus": "otelflow.receivers.prometheus",
         "replay": "otelflow.receivers.replay",
     },
     Kind.PROCESSOR: {
+        "attributes": "otelflow.processors.attributes",
         "batch": "otelflow.processors.batch",
         "drift": "otelflow.processors.drift",
+        "memory_limiter": "otelflow.processors.memory_limiter",
+        "redaction": "otelflow.processors.redaction",
+        "resource": "otelflow.processors.resource",
         "tail_sampling": "otelflow.processors.tail_sampling",
     },
     Kind.EXPORTER: {
         "debug": "otelflow.exporters.debug",
         "file": "otelflow.exporters.file",
+        "kafka": "otelflow.exporters.kafka",
+        "loadbalancing": "otelflow.exporters.loadbalancing",
         "otlp": "otelflow.exporters.otlp",
         "otlp_grpc": "otelflow.exporters.otlp",
         "otlp_http": "otelflow.exporters.otlphttp",
@@ -37,6 +44,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     },
     Kind.EXTENSION: {
         "bearertokenauth": "otelflow.extensions.bearertokenauth",
+        "file_storage": "otelflow.extensions.file_storage",
         "health_check": "otelflow.extensions.health_check",
     },
 }

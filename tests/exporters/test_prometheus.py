@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -29,6 +27,7 @@ from otelflow.pdata import Batch
 from otelflow.registry import Registry
 from otelflow.telemetry.metrics import SelfMetrics
 from otelflow.testing.process import CollectorProcess, free_port
+from otelflow.testing.prometheus import PrometheusServer
 
 TS = 1_700_000_000_000_000_000
 
@@ -144,30 +143,14 @@ async def test_served_over_http_with_openmetrics_on_request():
 # -- a real Prometheus scrapes the exporter --------------------------------------------------
 
 @pytest.fixture
-def prometheus_scraping(tmp_path):
+def prometheus_scraping():
     """Start Prometheus scraping 127.0.0.1:<port>/metrics every second; yield (base, port)."""
-    binary = shutil.which("prometheus")
-    assert binary, "the Debian `prometheus` package is required (CI installs it)"
-    target, port = free_port(), free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        "scrape_configs:\n  - job_name: otelflow\n    honor_labels: true\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{target}']\n")
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}", target
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    target = free_port()
+    config = ("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+              "scrape_configs:\n  - job_name: otelflow\n    honor_labels: true\n"
+              f"    static_configs:\n      - targets: ['127.0.0.1:{target}']\n")
+    with PrometheusServer(config) as prom:
+        yield prom.url, target
 
 
 def query(base: str, promql: str) -> list[dict]:

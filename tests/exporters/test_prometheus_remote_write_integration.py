@@ -4,8 +4,6 @@ Prometheus -> PromQL."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -23,45 +21,15 @@ from opentelemetry.sdk.metrics.view import (
 from opentelemetry.sdk.resources import Resource
 
 from otelflow.testing.process import CollectorProcess, free_port
-
-PROMETHEUS = shutil.which("prometheus")
+from otelflow.testing.prometheus import PrometheusServer
 
 
 @pytest.fixture
-def prometheus(tmp_path):
+def prometheus():
     """A real Prometheus with the remote-write receiver on a free loopback port."""
-    assert PROMETHEUS, "the Debian `prometheus` package is required (CI installs it)"
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1m\n")
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver",
-         "--enable-feature=native-histograms"],
-        stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
-            assert time.monotonic() < deadline, "prometheus did not become ready"
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with PrometheusServer(flags=("--web.enable-remote-write-receiver",
+                                 "--enable-feature=native-histograms")) as prom:
+        yield prom.url
 
 
 def query(base: str, promql: str) -> list[dict]:

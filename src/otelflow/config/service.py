@@ -104,6 +104,7 @@ def parse_config(raw: dict[str, Any], source: str, registry: Registry | None = N
                 err(["service", "extensions"], _undefined("extension", ext, components[Kind.EXTENSION]))
         pipelines = _parse_pipelines(service.pipelines, components, broken, err)
         _check_ports(components, pipelines, service, err)
+        _check_queue_storage(components, pipelines, service, err)
     if errors:
         raise ConfigErrors(errors)
     assert service is not None
@@ -257,3 +258,19 @@ def _check_ports(components, pipelines: dict[str, PipelineConfig], service: Serv
             err(path, f"port {port} is already used by {owners[int(port)]}")
         else:
             owners[int(port)] = where
+
+
+def _check_queue_storage(components, pipelines: dict[str, PipelineConfig],
+                         service: ServiceSection, err) -> None:
+    """`sending_queue.storage` must name an extension enabled in service.extensions."""
+    used = sorted({e for p in pipelines.values() for e in p.exporters})
+    for eid in used:
+        comp = components[Kind.EXPORTER].get(eid)
+        queue = getattr(comp.config, "sending_queue", None) if comp else None
+        storage = getattr(queue, "storage", None)
+        if storage and storage not in service.extensions:
+            defined = "defined but not enabled" if storage in components[Kind.EXTENSION] \
+                else "not defined"
+            err(["exporters", eid, "sending_queue", "storage"],
+                f"extension {storage!r} is {defined}: add it to extensions and to "
+                f"service.extensions (enabled: {choices_text(service.extensions)})")

@@ -173,8 +173,9 @@ class Service:
         for pid, chain in self.processors.items():
             for proc in chain:
                 await self._stop(f"processor in {pid}", proc.shutdown())
-        for eid, exporter in self.exporters.items():
-            await self._stop(f"exporter {eid!r}", exporter.shutdown(deadline))
+        # exporters drain side by side: a dead backend must not eat the others' deadline
+        await asyncio.gather(*(self._stop(f"exporter {eid!r}", exporter.shutdown(deadline))
+                               for eid, exporter in self.exporters.items()))
         for eid, ext in reversed(list(self.extensions.items())):
             await self._stop(f"extension {eid!r}", ext.shutdown())
         if self.metrics_server is not None:

@@ -101,6 +101,7 @@ class PipelineHarness:
         self.sinks: dict[str, MemorySink] = {}
         self._refused: list[tuple[Batch, BaseException]] = []
         self._skipped: dict[Signal, int] = {}
+        self._final_alerts: list[dict] = []
         self._entries: dict[Signal, dict[str, Any]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -129,6 +130,7 @@ class PipelineHarness:
             if replays:
                 await asyncio.wait_for(asyncio.gather(*(r.wait_finished() for r in replays)), timeout)
         finally:
+            self._final_alerts = service.alerts()  # alert logs empty themselves at shutdown
             await service.shutdown()
         return self.result()
 
@@ -143,7 +145,8 @@ class PipelineHarness:
 
     def result(self) -> PipelineResult:
         service = self._running(started=False)
-        return PipelineResult(self.sinks, service.metrics, service.alerts(), list(self._refused),
+        alerts = service.alerts() if service.state == "running" else self._final_alerts
+        return PipelineResult(self.sinks, service.metrics, alerts, list(self._refused),
                               dict(self._skipped))
 
     def sink(self, exporter_id: str) -> MemorySink:

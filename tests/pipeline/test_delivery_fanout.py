@@ -1,0 +1,135 @@
+"""Fan-out isolation: an exporter whose server never answers fills only its own queue.
+
+One collector fans out to two otlp exporters. Load runs at full speed while the second
+backend answers normally, then while it hangs on every request (each attempt waits for the
+exporter's timeout). The first exporter's delivery rate (best 1 s window of each phase) must
+stay within 10% of its rate with no slow exporter, and the hung exporter's queue must be
+filling meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+
+from otelflow.exporters.otlp import retry_delay
+from otelflow.pdata import Signal
+from otelflow.receivers.otlp import GRPC_SERVICES
+from otelflow.testing.fake_backend import FakeBackend
+from otelflow.testing.process import CollectorProcess, free_port
+from tests.pipeline.delivery_helpers import (
+    collector_config,
+    metric_sum,
+    otlp_exporter,
+    scrape,
+    spans_batch,
+)
+
+PHASE = 2.5
+SPANS_PER_REQUEST = 500
+
+
+class Load:
+    """Senders pushing pre-serialized requests as fast as the collector takes them."""
+
+    def __init__(self, port: int, senders: int = 3):
+        self.payload = spans_batch(0, SPANS_PER_REQUEST).to_bytes()
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.export = self.channel.unary_unary(f"/{GRPC_SERVICES[Signal.TRACES]}/Export")
+        self.refused = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(senders)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.export(self.payload, timeout=5)
+            except grpc.RpcError:
+                self.refused += 1
+                time.sleep(0.05)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        self.channel.close()
+
+
+def rate(backend: FakeBackend, seconds: float, window: float = 1.0) -> float:
+    """The best rate over any `window` within `seconds`: other load on a shared machine only
+    ever slows a window down, so the best one is the steadiest estimate of what we can do."""
+    samples = [(time.monotonic(), backend.items())]
+    while samples[-1][0] - samples[0][0] < seconds:
+        time.sleep(0.1)
+        samples.append((time.monotonic(), backend.items()))
+    best = 0.0
+    for i, (t0, n0) in enumerate(samples):
+        for t1, n1 in samples[i + 1:]:
+            if t1 - t0 >= window:
+                best = max(best, (n1 - n0) / (t1 - t0))
+                break
+    return best
+
+
+def test_a_dead_exporter_does_not_slow_the_other(tmp_path):
+    port, metrics_port = free_port(), free_port()
+    with FakeBackend() as healthy, FakeBackend() as other:
+        queue = {"queue_size": 5000}
+        config = collector_config(port, metrics_port, exporters={
+            "otlp/healthy": otlp_exporter(healthy.port, sending_queue=queue),
+            "otlp/other": otlp_exporter(other.port, sending_queue=queue, timeout="5s"),
+        })
+        with CollectorProcess(config, wait_port=port) as collector, Load(port) as load:
+            time.sleep(1.0)  # warm up
+            baseline = rate(healthy, PHASE)
+            other.mode = "hang"
+            time.sleep(0.5)
+            with_dead = rate(healthy, PHASE)
+            samples = scrape(metrics_port)
+            refused = load.refused
+            other.mode = "ok"
+            collector.stop(timeout=1)
+    queued = metric_sum(samples, "otelcol_exporter_queue_size", exporter="otlp/other")
+    print(f"healthy exporter: {baseline:,.0f} spans/s alone, {with_dead:,.0f} spans/s "
+          f"next to a dead one ({with_dead / baseline:.2f}); dead queue: {queued:.0f} requests")
+    assert baseline > 5_000
+    assert with_dead >= 0.9 * baseline
+    assert queued >= 10, "the dead exporter's queue should be filling"
+    assert refused == 0
+
+
+def test_a_full_queue_answers_unavailable_with_a_retry_delay():
+    port, metrics_port = free_port(), free_port()
+    with FakeBackend() as backend:
+        backend.mode = "hang"
+        config = collector_config(port, metrics_port, exporters={
+            "otlp": otlp_exporter(backend.port, timeout="30s",
+                                  sending_queue={"queue_size": 3, "num_consumers": 1})})
+        with CollectorProcess(config, wait_port=port) as collector:
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            export = channel.unary_unary(f"/{GRPC_SERVICES[Signal.TRACES]}/Export")
+            payload = spans_batch(0, 10).to_bytes()
+            for _ in range(4):  # one in flight (hung) + three queued
+                export(payload, timeout=5)
+                time.sleep(0.1)
+            try:
+                export(payload, timeout=5)
+                raise AssertionError("a full queue must refuse")
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                assert "sending queue of exporter otlp is full" in exc.details()
+                assert retry_delay(exc) == 1.0
+            samples = scrape(metrics_port)
+            channel.close()
+            backend.mode = "ok"
+            collector.stop(timeout=1)
+    assert metric_sum(samples, "otelcol_exporter_enqueue_failed_spans_total") == 10
+    assert metric_sum(samples, "otelcol_receiver_refused_spans_total") == 10
+    assert metric_sum(samples, "otelcol_receiver_accepted_spans_total") == 40
