@@ -19,8 +19,9 @@ _JSON_KEYS = {"resourceSpans": Signal.TRACES, "resourceMetrics": Signal.METRICS,
               "resourceLogs": Signal.LOGS}
 
 
-def encode_record(message: Request, fmt: Format, raw: bytes | None = None) -> bytes:
-    """One record: a JSON line, or a length-prefixed protobuf (`raw` reuses existing bytes)."""
+def encode_record(message: Request | None, fmt: Format, raw: bytes | None = None) -> bytes:
+    """One record: a JSON line, or a length-prefixed protobuf (`raw` reuses existing bytes;
+    `message` may then be None)."""
     if fmt == "json":
         return otlp_json.dumps(message).encode() + b"\n"
     data = raw if raw is not None else message.SerializeToString()

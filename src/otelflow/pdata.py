@@ -100,12 +100,18 @@ def metric_points(metric: Any) -> Any:
 def count_items(signal: Signal, message: Request) -> int:
     """Spans, metric data points or log records in a request."""
     n = 0
+    if signal is Signal.METRICS:  # inlined metric_points: this runs for every request
+        for resource in message.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    kind = metric.WhichOneof("data")
+                    if kind is not None:
+                        n += len(getattr(metric, kind).data_points)
+        return n
+    item_field = signal.item_field
     for resource in getattr(message, signal.resource_field):
         for scope in getattr(resource, signal.scope_field):
-            if signal is Signal.METRICS:
-                n += sum(len(metric_points(m)) for m in scope.metrics)
-            else:
-                n += len(getattr(scope, signal.item_field))
+            n += len(getattr(scope, item_field))
     return n
 
 

@@ -43,7 +43,11 @@ class FileExporter(Exporter):
 
     async def export(self, batch: Batch) -> None:
         assert self._file is not None, "file exporter used before start"
-        self._file.write(encode_record(batch.message, self.config.format, batch.unchanged_bytes))
+        if self.config.format == "proto":  # the wire bytes as they are: no parse when unchanged
+            record = encode_record(None, "proto", batch.to_bytes())
+        else:
+            record = encode_record(batch.message, self.config.format)
+        self._file.write(record)
         if not self.config.flush_interval:
             self._file.flush()
 

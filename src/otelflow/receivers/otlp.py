@@ -25,6 +25,7 @@ from otelflow.component import (
 from otelflow.config.auth import AuthSettings, ServerAuthenticator, server_authenticator
 from otelflow.config.tls import TLSServerSettings
 from otelflow.config.types import ByteSize, ConfigModel, Duration
+from otelflow.otlp_ids import id_length_error
 from otelflow.pdata import Batch, Signal
 from otelflow.receivers.otlp_http import HttpServer
 
@@ -234,6 +235,10 @@ class OTLPReceiver(Component):
             except DecodeError as exc:
                 self.refused_request(signal, "grpc")
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed OTLP request: {exc}")
+            bad_id = id_length_error(signal, request, batch.message)
+            if bad_id is not None:
+                self.refused_request(signal, "grpc")
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid OTLP request: {bad_id}")
             try:
                 await self.deliver(batch, "grpc")
             except PartiallyRejected as exc:

@@ -27,6 +27,7 @@ from google.rpc import code_pb2, status_pb2
 from otelflow import otlp_json
 from otelflow.component import PartiallyRejected, PermanentError, RetryableError
 from otelflow.config.auth import ServerAuthenticator
+from otelflow.otlp_ids import id_length_error
 from otelflow.pdata import Batch, Signal
 
 if TYPE_CHECKING:
@@ -167,9 +168,13 @@ class Codec:
 
 def _decode_proto(signal: Signal, body: bytes) -> Batch:
     try:
-        return Batch.from_bytes(signal, body)
+        batch = Batch.from_bytes(signal, body)
     except DecodeError as exc:
         raise HTTPFailure(400, f"malformed OTLP protobuf: {exc}") from None
+    bad_id = id_length_error(signal, body, batch.message)
+    if bad_id is not None:
+        raise HTTPFailure(400, f"invalid OTLP request: {bad_id}")
+    return batch
 
 
 def _decode_json(signal: Signal, body: bytes) -> Batch:
