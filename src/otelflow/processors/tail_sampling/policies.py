@@ -605,6 +605,7 @@ class And:
     """Sampled when no sub-policy says not-sampled (inverted not-sampled counts as not)."""
 
     __slots__ = ("subs",)
+    matched = SAMPLED  # the decision when every sub-policy matches
 
     def __init__(self, subs: list[Evaluator]):
         self.subs = subs
@@ -613,7 +614,7 @@ class And:
         for sub in self.subs:
             if sub.evaluate(trace) in (NOT_SAMPLED, INVERT_NOT_SAMPLED):
                 return NOT_SAMPLED
-        return SAMPLED
+        return self.matched
 
 
 class Not:
@@ -633,19 +634,11 @@ class Not:
         return decision
 
 
-class Drop:
+class Drop(And):
     """DROPPED when every sub-policy matches; a dropped decision beats every other one."""
 
-    __slots__ = ("subs",)
-
-    def __init__(self, subs: list[Evaluator]):
-        self.subs = subs
-
-    def evaluate(self, trace: TraceView) -> int:
-        for sub in self.subs:
-            if sub.evaluate(trace) in (NOT_SAMPLED, INVERT_NOT_SAMPLED):
-                return NOT_SAMPLED
-        return DROPPED
+    __slots__ = ()
+    matched = DROPPED
 
 
 class Composite:
