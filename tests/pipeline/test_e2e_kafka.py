@@ -34,8 +34,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otelflow.fileformat import read_records
-from otelflow.pdata import Signal, count_items, iter_scopes, metric_points
+from otelflow.pdata import Signal, iter_scopes, metric_points
 from otelflow.testing.kafka_mock import MockKafkaCluster, subprocess_env
+from otelflow.testing.output import item_bytes, read_output
 from otelflow.testing.process import CollectorProcess, free_port
 
 RESOURCE = Resource.create({"service.name": "kafka-e2e", "host.id": 7})
@@ -109,20 +110,6 @@ def wait_assigned(proc: CollectorProcess, partitions: int, timeout: float = 20.0
             return
         time.sleep(0.1)
     raise TimeoutError(f"no assignment of {partitions} partitions:\n{proc.logs()[-3000:]}")
-
-
-def read_output(path: Path, signal: Signal, expected: int, timeout: float = 20.0) -> list:
-    """The requests of `signal` in a file exporter's output, once it holds `expected` items
-    (or at the deadline); `timeout=0` reads once."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = [m for s, m in read_records(path) if s is signal] if path.exists() else []
-        except ValueError:  # a line being written
-            got = []
-        if sum(count_items(signal, m) for m in got) >= expected or time.monotonic() > deadline:
-            return got
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -223,11 +210,8 @@ def test_logs_round_trip(chain):
         logger.emit(severity_number=SeverityNumber.INFO, body=f"line {i}", attributes={"n": i})
     provider.shutdown()
     sent = encode_logs(memory.get_finished_logs())
-    expected = sorted(r.SerializeToString(deterministic=True)
-                      for _res, sc in iter_scopes(Signal.LOGS, sent) for r in sc.log_records)
-    got = sorted(r.SerializeToString(deterministic=True)
-                 for msg in read_output(out, Signal.LOGS, 200)
-                 for _res, sc in iter_scopes(Signal.LOGS, msg) for r in sc.log_records)
+    expected = item_bytes(Signal.LOGS, [sent])
+    got = item_bytes(Signal.LOGS, read_output(out, Signal.LOGS, 200))
     assert len(expected) == 200
     assert got == expected
 

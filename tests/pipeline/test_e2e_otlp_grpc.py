@@ -3,8 +3,6 @@ every span, metric point and log record arrives intact, compared field by field.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -26,8 +24,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link
 
-from otelflow.fileformat import read_records
-from otelflow.pdata import Signal, count_items, iter_scopes, metric_points
+from otelflow.pdata import Signal, iter_scopes, metric_points
+from otelflow.testing.output import item_bytes, read_output
 from otelflow.testing.process import CollectorProcess, free_port
 
 RESOURCE = Resource.create({"service.name": "e2e-test", "deployment.environment": "ci",
@@ -92,16 +90,6 @@ def chain(tmp_path_factory):
         yield port_a, out
         assert a.stop() == 0, a.logs()
         assert b.stop() == 0, b.logs()
-
-
-def read_output(path, signal: Signal, expected: int, timeout: float = 20.0) -> list:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = [m for s, m in read_records(path) if s is signal] if path.exists() else []
-        items = sum(count_items(signal, m) for m in got)
-        if items >= expected or time.monotonic() > deadline:
-            return got
-        time.sleep(0.1)
 
 
 def test_traces_arrive_intact(chain):
@@ -207,10 +195,7 @@ def test_logs_arrive_intact(chain):
                         body=f"log line {i}", attributes={"n": i, "user": "alice"})
     provider.shutdown()
     sent = encode_logs(memory.get_finished_logs())
-    expected = sorted(r.SerializeToString(deterministic=True)
-                      for _res, sc in iter_scopes(Signal.LOGS, sent) for r in sc.log_records)
-    got = sorted(r.SerializeToString(deterministic=True)
-                 for msg in read_output(out, Signal.LOGS, 300)
-                 for _res, sc in iter_scopes(Signal.LOGS, msg) for r in sc.log_records)
+    expected = item_bytes(Signal.LOGS, [sent])
+    got = item_bytes(Signal.LOGS, read_output(out, Signal.LOGS, 300))
     assert len(expected) == 300
     assert got == expected

@@ -30,6 +30,7 @@ from otelflow.fileformat import read_records
 from otelflow.pdata import Signal, count_items, iter_scopes
 from otelflow.receivers.otlp import GRPC_SERVICES
 from otelflow.testing.data import sample_request
+from otelflow.testing.output import item_bytes
 from otelflow.testing.process import CollectorProcess, free_port
 
 
@@ -124,12 +125,8 @@ def test_sdk_http_logs(collector):
     for i in range(25):
         logger.emit(severity_number=SeverityNumber.ERROR, body=f"line {i}", attributes={"n": i})
     provider.shutdown()
-    sent = sorted(r.SerializeToString(deterministic=True) for _res, sc in
-                  iter_scopes(Signal.LOGS, encode_logs(memory.get_finished_logs()))
-                  for r in sc.log_records)
-    got = sorted(r.SerializeToString(deterministic=True)
-                 for m in service_records(collector, Signal.LOGS, "http-logs", 25)
-                 for _res, sc in iter_scopes(Signal.LOGS, m) for r in sc.log_records)
+    sent = item_bytes(Signal.LOGS, [encode_logs(memory.get_finished_logs())])
+    got = item_bytes(Signal.LOGS, service_records(collector, Signal.LOGS, "http-logs", 25))
     assert len(sent) == 25
     assert got == sent
 
