@@ -14,11 +14,10 @@ import pytest
 import yaml
 
 from otelflow.component import ComponentID, CreateSettings, Kind
-from otelflow.config import ConfigErrors
-from otelflow.config.service import parse_config
 from otelflow.extensions.file_storage import FileStorage, FileStorageConfig, sanitize
 from otelflow.telemetry.logs import component_logger
 from otelflow.telemetry.metrics import SelfMetrics
+from otelflow.testing.configs import config_error
 
 
 def make(directory, **kwargs) -> FileStorage:
@@ -28,23 +27,13 @@ def make(directory, **kwargs) -> FileStorage:
                                            SelfMetrics()))
 
 
-def config_errors(extension: dict) -> str:
-    raw = {"receivers": {"otlp": None}, "exporters": {"debug": None},
-           "extensions": {"file_storage": extension},
-           "service": {"extensions": ["file_storage"],
-                       "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}}}
-    with pytest.raises(ConfigErrors) as info:
-        parse_config(raw, "test.yaml")
-    return str(info.value)
-
-
 CASES = yaml.safe_load((Path(__file__).parent / "testdata" / "file_storage.yaml").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(CASES["invalid"]))
 def test_invalid_configs(name):
     case = CASES["invalid"][name]
-    message = config_errors(case["config"])
+    message = config_error(extensions={"file_storage": case["config"]})
     for fragment in case["errors"]:
         assert fragment in message, f"{fragment!r} not in {message}"
 

@@ -7,8 +7,8 @@ from typing import Any
 import structlog
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from otelflow.anyvalue import set_attributes
 from otelflow.component import ComponentID, CreateSettings, Kind
-from otelflow.config.service import parse_config
 from otelflow.pdata import Batch, Signal
 from otelflow.registry import Registry
 from otelflow.telemetry.metrics import SelfMetrics
@@ -38,43 +38,8 @@ def build(type_name: str, config: dict, signal: Signal = Signal.TRACES, sink: An
     return factory.create(settings(type_name, signal), model, sink or Sink())
 
 
-def config_errors(processors: dict) -> str:
-    """The error text of a service config holding these processors in a traces pipeline."""
-    raw = {"receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
-           "processors": processors, "exporters": {"debug": {}},
-           "service": {"pipelines": {"traces": {"receivers": ["otlp"],
-                                                "processors": list(processors),
-                                                "exporters": ["debug"]}}}}
-    try:
-        parse_config(raw, "test.yaml")
-    except Exception as exc:  # ConfigErrors
-        return str(exc)
-    return ""
-
-
-def set_value(target: AnyValue, value: Any) -> None:
-    if isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    elif isinstance(value, bytes):
-        target.bytes_value = value
-    elif isinstance(value, list):
-        target.array_value.SetInParent()
-        for item in value:
-            set_value(target.array_value.values.add(), item)
-    elif isinstance(value, dict):
-        target.kvlist_value.SetInParent()
-        put(target.kvlist_value.values, value)
-    else:
-        target.string_value = value
-
-
 def put(kvs: Any, mapping: dict) -> None:
-    for key, value in mapping.items():
-        set_value(kvs.add(key=key).value, value)
+    set_attributes(kvs, mapping)
 
 
 def get_value(value: AnyValue) -> Any:

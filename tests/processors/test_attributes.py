@@ -13,7 +13,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelflow.pdata import Batch, Signal
-from tests.processors.helpers import as_dict, build, config_errors, put
+from otelflow.testing.configs import config_error
+from tests.processors.helpers import as_dict, build, put
 
 
 def spans_request(*spans: dict, service: str = "shop") -> ExportTraceServiceRequest:
@@ -175,13 +176,13 @@ def test_match_fields_are_checked_per_signal():
     ({"key": "a", "action": "delete", "pattern": "(x"}, "invalid regular expression '(x'"),
 ])
 def test_invalid_actions(action, error):
-    message = config_errors({"attributes": {"actions": [action]}})
+    message = config_error({"attributes": {"actions": [action]}})
     assert "processors.attributes.actions[0]" in message
     assert error in message, message
 
 
 def test_actions_are_required():
-    assert "processors.attributes.actions" in config_errors({"attributes": {}})
+    assert "processors.attributes.actions" in config_error({"attributes": {}})
 
 
 def test_exclude_by_service_skips_the_whole_group():

@@ -8,8 +8,6 @@ import pytest
 import yaml
 
 from otelflow.component import ComponentID, CreateSettings, Kind, RetryableError
-from otelflow.config import ConfigErrors
-from otelflow.config.service import parse_config
 from otelflow.processors.memory_limiter import (
     MIB,
     MemoryLimiter,
@@ -20,19 +18,8 @@ from otelflow.processors.memory_limiter import (
 )
 from otelflow.telemetry.logs import component_logger
 from otelflow.telemetry.metrics import SelfMetrics
+from otelflow.testing.configs import config_error
 from tests.pipeline.delivery_helpers import counter_value, spans_batch
-
-
-def config_error(body: dict) -> str:
-    raw = {"receivers": {"otlp": None}, "processors": {"memory_limiter": body},
-           "exporters": {"debug": None},
-           "service": {"pipelines": {"traces": {"receivers": ["otlp"],
-                                                "processors": ["memory_limiter"],
-                                                "exporters": ["debug"]}}}}
-    with pytest.raises(ConfigErrors) as info:
-        parse_config(raw, "test.yaml")
-    return str(info.value)
-
 
 CASES = yaml.safe_load((Path(__file__).parent / "testdata" / "memory_limiter.yaml").read_text())
 
@@ -40,7 +27,7 @@ CASES = yaml.safe_load((Path(__file__).parent / "testdata" / "memory_limiter.yam
 @pytest.mark.parametrize("name", sorted(CASES["invalid"]))
 def test_invalid_configs(name):
     case = CASES["invalid"][name]
-    message = config_error(case["config"])
+    message = config_error({"memory_limiter": case["config"]})
     for fragment in case["errors"]:
         assert fragment in message, f"{fragment!r} not in {message}"
 

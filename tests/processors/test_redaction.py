@@ -19,7 +19,8 @@ from otelflow.config.loader import load_config
 from otelflow.config.service import parse_config
 from otelflow.pdata import Batch, Signal
 from otelflow.processors.redaction_patterns import LIBRARY, luhn_ok, relax, sanitize_url
-from tests.processors.helpers import as_dict, build, config_errors, get_value, put
+from otelflow.testing.configs import config_error
+from tests.processors.helpers import as_dict, build, get_value, put
 
 EMAIL = "alice@example.com"
 CARD = "4111 1111 1111 1111"
@@ -77,7 +78,7 @@ def test_default_config_is_the_go_default():
 def test_invalid_configs_name_key_and_problem(case):
     cases = yaml.safe_load((TESTDATA / "redaction_invalid.yaml").read_text())
     body, expected = cases[case]["config"], cases[case]["error"]
-    message = config_errors({"redaction": body})
+    message = config_error({"redaction": body})
     assert expected in message, message
 
 

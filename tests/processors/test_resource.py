@@ -7,7 +7,8 @@ import hashlib
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otelflow.pdata import Batch, Signal
-from tests.processors.helpers import as_dict, build, config_errors, put
+from otelflow.testing.configs import config_error
+from tests.processors.helpers import as_dict, build, put
 
 
 def logs_request(*resources: dict) -> ExportLogsServiceRequest:
@@ -47,8 +48,8 @@ def test_no_change_keeps_the_bytes():
     assert batch.unchanged_bytes == req.SerializeToString()
 
 
-def test_config_errors():
-    assert "processors.resource.attributes" in config_errors({"resource": {}})
-    message = config_errors({"resource": {"attributes": [{"key": "a", "action": "insert"}]}})
+def test_config_error():
+    assert "processors.resource.attributes" in config_error({"resource": {}})
+    message = config_error({"resource": {"attributes": [{"key": "a", "action": "insert"}]}})
     assert "processors.resource.attributes[0]" in message
     assert 'insert needs one of "value"' in message
