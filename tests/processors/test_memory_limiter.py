@@ -80,13 +80,15 @@ class Sink:
         self.items += batch.item_count()
 
 
-def limiter(readings: list[int], **cfg) -> tuple[MemoryLimiter, Sink, SelfMetrics]:
+def limiter(readings: list[int], recheck_interval: float = 3600.0,
+            **cfg) -> tuple[MemoryLimiter, Sink, SelfMetrics]:
     metrics = SelfMetrics()
     settings = CreateSettings(ComponentID("memory_limiter"), Kind.PROCESSOR,
                               component_logger("processor", "memory_limiter"), metrics)
     config = MemoryLimiterConfig(check_interval="1s", limit_mib=200, spike_limit_mib=40, **cfg)
     sink = Sink()
-    ml = MemoryLimiter(settings, config, sink, read_memory=lambda: readings.pop(0))
+    ml = MemoryLimiter(settings, config, sink, read_memory=lambda: readings.pop(0),
+                       recheck_interval=recheck_interval)
     return ml, sink, metrics
 
 
@@ -121,3 +123,16 @@ async def test_hard_limit_forces_gc_which_can_lift_the_refusal():
     assert not ml.refusing
     await ml.consume(spans_batch(0, 1))
     assert sink.items == 1
+
+
+async def test_consume_rechecks_between_timer_checks_while_accepting():
+    readings = [100 * MIB, 150 * MIB, 170 * MIB, 170 * MIB, 170 * MIB]
+    ml, sink, _ = limiter(readings, recheck_interval=0.0,
+                          min_gc_interval_when_soft_limited="0s")
+    ml.check()  # timer: 100
+    await ml.consume(spans_batch(0, 2))  # re-reads: 150, accepted
+    with pytest.raises(RetryableError):  # re-reads: 170 >= soft (trim, GC: still 170)
+        await ml.consume(spans_batch(2, 2))
+    with pytest.raises(RetryableError):  # refusing: no reading until the timer checks again
+        await ml.consume(spans_batch(4, 2))
+    assert sink.items == 2 and not readings

@@ -9,6 +9,10 @@ default 20% of the hard limit). Above the soft limit every batch is refused with
 Above the soft limit freed heap pages are handed back to the OS (`malloc_trim`) at every
 check, so RSS tracks live data; above the hard limit a full garbage collection runs too.
 Put it first in a pipeline.
+
+Unlike Go, a burst cannot outrun `check_interval`: while data is accepted, `consume` also
+re-checks when the last reading is older than `RECHECK_INTERVAL` (10 ms), so what arrives
+between two timer checks is bounded by 10 ms of traffic rather than by the spike limit.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from otelflow.pdata import Batch
 MIB = 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 UNLIMITED = 1 << 60  # cgroup v1 writes a huge number for "no limit"
+RECHECK_INTERVAL = 0.01  # seconds: the oldest reading `consume` trusts while accepting
 
 
 class MemoryLimiterConfig(ConfigModel):
@@ -147,7 +152,8 @@ class MemoryLimiter(Processor):
 
     def __init__(self, settings: CreateSettings, config: MemoryLimiterConfig,
                  next_consumer: Consumer, read_memory: Callable[[], int] = rss_bytes,
-                 read_total: Callable[[], int] = total_memory):
+                 read_total: Callable[[], int] = total_memory,
+                 recheck_interval: float = RECHECK_INTERVAL):
         super().__init__(next_consumer)
         self.config = config
         self.id = str(settings.id)
@@ -156,6 +162,8 @@ class MemoryLimiter(Processor):
         self.read_memory = read_memory
         self.hard_limit, self.soft_limit = config.limits(read_total)
         self.refusing = False
+        self.recheck_interval = recheck_interval
+        self._next_recheck = float("-inf")
         self._last_gc = float("-inf")
         self._trim = _malloc_trim()
         self._task: asyncio.Task | None = None
@@ -183,11 +191,12 @@ class MemoryLimiter(Processor):
 
     def check(self) -> None:
         """Measure, collect garbage if needed, and decide whether to refuse data."""
+        now = time.monotonic()
+        self._next_recheck = now + self.recheck_interval
         used = self.read_memory()
         if used >= self.soft_limit:  # freed heap pages count in RSS until handed back
             self._trim()
             used = self.read_memory()
-        now = time.monotonic()
         if used >= self.hard_limit and now - self._last_gc >= \
                 self.config.min_gc_interval_when_hard_limited:
             self.log.warning("memory above hard limit, forcing GC", used_mib=used // MIB)
@@ -212,6 +221,8 @@ class MemoryLimiter(Processor):
         return self.read_memory()
 
     async def consume(self, batch: Batch) -> None:
+        if not self.refusing and time.monotonic() >= self._next_recheck:
+            self.check()
         if self.refusing:
             n = batch.item_count()
             self.metrics.counter(f"otelcol_processor_refused_{batch.signal.item_unit}",
