@@ -175,7 +175,7 @@ async def _drive(args, pool, send, error_type) -> dict:
 
     async def worker(wid: int):
         i = wid
-        next_at = time.monotonic()
+        next_at = time.monotonic() + wid * interval  # staggered: a steady stream, not bursts
         while time.monotonic() < deadline and (not total or stats["requests"] < total):
             if interval:
                 next_at += interval * args.concurrency

@@ -146,11 +146,30 @@ def start_sink(kind: str, port: int, stats: str) -> subprocess.Popen:
     return proc
 
 
-def scrape(metrics_port: int, signal: Signal) -> float:
+def scrape(metrics_port: int, signal: Signal, name: str = "") -> float:
+    """The sum of one self-metric's series (default: the receiver's accepted items)."""
     body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
-    name = f"otelcol_receiver_accepted_{signal.item_unit}_total"
+    name = name or f"otelcol_receiver_accepted_{signal.item_unit}_total"
     return sum(float(line.split()[-1]) for line in body.decode().splitlines()
                if line.startswith(name + "{"))
+
+
+def drained_at(metrics_port: int, signal: Signal, timeout: float = 120.0) -> float:
+    """Wait until the exporters' queues are empty and nothing more is sent; return the
+    monotonic time of the last send seen, so a rate counts only work the collector finished
+    (accepted items still queued would otherwise inflate it)."""
+    sent_name = f"otelcol_exporter_sent_{signal.item_unit}_total"
+    last_change, last_sent = time.monotonic(), -1.0
+    deadline = last_change + timeout
+    while time.monotonic() < deadline:
+        queued = scrape(metrics_port, signal, "otelcol_exporter_queue_size")
+        sent = scrape(metrics_port, signal, sent_name)
+        if queued or sent != last_sent:
+            last_change, last_sent = time.monotonic(), sent
+        elif time.monotonic() - last_change > 0.3:
+            break
+        time.sleep(0.05)
+    return last_change
 
 
 class RSSWatcher(threading.Thread):
@@ -243,7 +262,7 @@ def run_scenario(s: Scenario, duration: float, repeat: int, latency: bool) -> di
                 t0 = time.monotonic()
                 rate = statistics.median(rates) / 2 if is_latency_run else 0
                 run_load(s, port, duration, rate)
-                elapsed = time.monotonic() - t0
+                elapsed = drained_at(mport, signal) - t0
                 cpu, acc = sum(proc.cpu_times()[:2]) - cpu0, scrape(mport, signal) - acc0
                 stop.set()
                 if prober.is_alive():
