@@ -137,6 +137,28 @@ async def test_container_formats_and_pod_metadata(tmp_path):
     await rcv.shutdown()
 
 
+async def test_partial_cri_lines_are_reassembled_across_polls(tmp_path):
+    log = tmp_path / "0.log"
+    stamp = "2024-05-01T12:00:00.000000001Z"
+    log.write_text(f"{stamp} stdout P first half, \n{stamp} stdout P second part, \n")
+    sink = Sink()
+    rcv = receiver(sink, include=[str(log)], operators=[{"type": "container"}])
+    rcv.config.force_flush_period = 60.0
+    await rcv.poll()
+    assert sink.bodies() == []  # the entry is not complete yet
+    with log.open("a") as f:
+        f.write(f"{stamp} stdout F end\n2024-05-01T12:00:01Z stderr F next\n"
+                f"{stamp} stdout P cut off")
+    await rcv.poll()
+    assert sink.bodies() == ["first half, second part, end", "next"]
+    assert sink.records()[0][1].time_unix_nano == 1714564800_000000001
+    assert "logtag" not in attrs(sink.records()[0][1])
+    rcv.config.force_flush_period = 0.0  # a partial line with no end is flushed as it is
+    await rcv.poll()
+    assert sink.bodies()[-1] == "cut off" and attrs(sink.records()[-1][1])["logtag"] == "P"
+    await rcv.shutdown()
+
+
 async def test_multiline_start_pattern(tmp_path):
     log = tmp_path / "java.log"
     log.write_text("2024 ERROR boom\n  at a.b(C.java:1)\n  at d.e(F.java:2)\n2024 INFO ok\n")

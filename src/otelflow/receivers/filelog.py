@@ -33,7 +33,7 @@ from otelflow.component import (
 )
 from otelflow.config.types import ByteSize, ConfigModel, Duration
 from otelflow.pdata import Batch, Signal
-from otelflow.receivers.filelog_operators import Entry, Operator
+from otelflow.receivers.filelog_operators import CRI_ENTRY_END, ContainerParser, Entry, Operator
 
 CHECKPOINT_KEY = "file_input.knownFiles"
 MAX_READ_PER_POLL = 4 << 20
@@ -105,6 +105,9 @@ class FileLogReceiver(Component):
         ml = config.multiline
         self._start = re.compile(ml.line_start_pattern) if ml and ml.line_start_pattern else None
         self._end = re.compile(ml.line_end_pattern) if ml and ml.line_end_pattern else None
+        if ml is None and any(isinstance(op, ContainerParser) and op.format != "docker"
+                              for op in config.operators):
+            self._end = CRI_ENTRY_END  # partial CRI lines wait for the line that ends them
 
     async def start(self, host: Host) -> None:
         if self.config.storage:

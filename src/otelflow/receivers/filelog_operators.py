@@ -26,6 +26,8 @@ _GO_LAYOUT = [("2006", "%Y"), ("01", "%m"), ("02", "%d"), ("15", "%H"), ("04", "
               ("Z07:00", "%z"), ("-0700", "%z"), ("MST", "%Z"), ("Jan", "%b"), ("Mon", "%a")]
 _EPOCH = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0, "s.ms": 1e9, "s.us": 1e9, "s.ns": 1e9}
 _CRI = re.compile(r"^(?P<time>\S+) (?P<stream>stdout|stderr) (?P<tag>[FP]) ?(?P<log>.*)$")
+# A line that ends an entry when partial CRI lines are reassembled: anything but a `P` line
+CRI_ENTRY_END = re.compile(r"^(?!\S+ (?:stdout|stderr) P )")
 _POD_PATH = re.compile(r"/(?P<namespace>[^/_]+)_(?P<pod>[^/_]+)_(?P<uid>[a-f0-9-]+)/"
                        r"(?P<container>[^/]+)/(?P<restart>\d+)\.log")
 
@@ -141,7 +143,11 @@ class RegexParser(ParserBase):
 
 
 class ContainerParser(ParserBase):
-    """docker (JSON lines), CRI-O and containerd (CRI text) lines; pod metadata from the path."""
+    """docker (JSON lines), CRI-O and containerd (CRI text) lines; pod metadata from the path.
+
+    The runtime splits long lines into partial (`P`) lines closed by an `F` line; the filelog
+    reader hands them over as one entry (lines joined by newlines, which a CRI line never
+    contains) and their log parts are concatenated, as the Go parser's recombine does."""
 
     type: Literal["container"]
     format: Literal["docker", "crio", "containerd"] | None = None  # None: detect per line
@@ -155,12 +161,12 @@ class ContainerParser(ParserBase):
             entry.body = record.get("log", "").rstrip("\n")
             stream, stamp = record.get("stream", ""), record.get("time", "")
         else:
-            match = _CRI.match(text)
-            if match is None:
+            matches = [_CRI.match(line) for line in text.split("\n")]
+            if None in matches:
                 raise ValueError("not a docker, CRI-O or containerd log line")
-            entry.body = match.group("log")
-            stream, stamp = match.group("stream"), match.group("time")
-            if match.group("tag") == "P":
+            entry.body = "".join(match.group("log") for match in matches)
+            stream, stamp = matches[0].group("stream"), matches[0].group("time")
+            if matches[-1].group("tag") == "P":  # flushed before its `F` line arrived
                 entry.attributes["logtag"] = "P"
         entry.attributes["log.iostream"] = stream
         if stamp:
