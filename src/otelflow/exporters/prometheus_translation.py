@@ -26,6 +26,7 @@ from typing import Any
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otelflow.exporters.prompb import types_pb2
+from otelflow.wire import read_varint, tag_length, varint
 
 # -- names ----------------------------------------------------------------------------------
 
@@ -215,34 +216,8 @@ def job_instance(resource_pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 # -- protobuf wire helpers --------------------------------------------------------------------
 
-def varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """(value, next position) of the varint at `pos`."""
-    byte = buf[pos]
-    if byte < 0x80:
-        return byte, pos + 1
-    value, shift = 0, 0
-    while True:
-        byte = buf[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
 def _field_bytes(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + varint(len(payload)) + payload
+    return tag_length(tag, len(payload)) + payload
 
 
 def encode_label(name: str, value: str) -> bytes:
@@ -512,7 +487,7 @@ class SeriesBuilder:
             if length < 0x80:
                 pos += 2
             else:
-                length, pos = _read_varint(buf, pos + 1)
+                length, pos = read_varint(buf, pos + 1)
             i = pos
             pos += length
             index += 1

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from otelflow.pdata import Request, Signal
+from otelflow.wire import fields, tag_length
 
 
 def _layout(signal: Signal) -> tuple[str, str, str]:
@@ -98,50 +99,6 @@ def split_by_resource(signal: Signal, request: Request,
 _TRACE_ID_FIELD = {Signal.TRACES: 1, Signal.LOGS: 9}
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(data: bytes, start: int, end: int):
-    """(field number, field start incl. tag, payload start, field end) of a message's fields."""
-    pos = start
-    while pos < end:
-        begin = pos
-        tag, pos = _varint(data, pos)
-        wire = tag & 7
-        if wire == 2:
-            length, pos = _varint(data, pos)
-            yield tag >> 3, begin, pos, pos + length
-            pos += length
-            continue
-        if wire == 0:
-            _, pos = _varint(data, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        yield tag >> 3, begin, pos, pos
-
-
-def _encode_len(field: int, payload_len: int) -> bytes:
-    out = bytearray([(field << 3) | 2])
-    n = payload_len
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def split_wire_by_trace_id(signal: Signal, raw: bytes) -> list[tuple[bytes, bytes]]:
     """(trace id, serialized request holding only that trace) from a serialized traces or
     logs request, slicing the wire bytes: items are never parsed or re-encoded, resource and
@@ -149,11 +106,11 @@ def split_wire_by_trace_id(signal: Signal, raw: bytes) -> list[tuple[bytes, byte
     tid_field = _TRACE_ID_FIELD[signal]
     # per trace: list of (resource header, scope header, [item fields])
     parts: dict[bytes, list[tuple[bytes, bytes, list[bytes]]]] = {}
-    for field, _b, rstart, rend in _fields(raw, 0, len(raw)):
+    for field, _wire, _begin, rstart, rend in fields(raw, 0, len(raw)):
         if field != 1:
             continue
         rhead, scopes = [], []
-        for rfield, rbegin, sstart, send in _fields(raw, rstart, rend):
+        for rfield, _rwire, rbegin, sstart, send in fields(raw, rstart, rend):
             if rfield == 2:
                 scopes.append((sstart, send))
             else:
@@ -162,12 +119,12 @@ def split_wire_by_trace_id(signal: Signal, raw: bytes) -> list[tuple[bytes, byte
         for sstart, send in scopes:
             shead: list[bytes] = []
             by_trace: dict[bytes, list[bytes]] = {}
-            for sfield, sbegin, istart, iend in _fields(raw, sstart, send):
+            for sfield, _swire, sbegin, istart, iend in fields(raw, sstart, send):
                 if sfield != 2:
                     shead.append(raw[sbegin:iend])
                     continue
                 tid = b""
-                for ifield, _ib, vstart, vend in _fields(raw, istart, iend):
+                for ifield, _iwire, _ib, vstart, vend in fields(raw, istart, iend):
                     if ifield == tid_field:
                         tid = raw[vstart:vend]
                         break
@@ -184,6 +141,6 @@ def _assemble(groups: list[tuple[bytes, bytes, list[bytes]]]) -> bytes:
     out = []
     for resource_header, scope_header, items in groups:
         scope = scope_header + b"".join(items)
-        resource = resource_header + _encode_len(2, len(scope)) + scope
-        out.append(_encode_len(1, len(resource)) + resource)
+        resource = resource_header + tag_length(0x12, len(scope)) + scope
+        out.append(tag_length(0x0A, len(resource)) + resource)
     return b"".join(out)

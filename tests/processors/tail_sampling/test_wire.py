@@ -6,14 +6,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from otelflow.processors.tail_sampling.wire import (
-    WireError,
-    read_varint,
-    span_is_root,
-    split_by_trace,
-    tag_length,
-    varint,
-)
+from otelflow.processors.tail_sampling.wire import span_is_root, split_by_trace
+from otelflow.wire import WireError, tag_length
 from tests.processors.tail_sampling.ts_builders import request, span, tid
 
 
@@ -89,12 +83,6 @@ def test_root_detection():
     root = span(1, 1).SerializeToString()
     assert span_is_root(root, 0, len(root))
     assert not span_is_root(child, 0, len(child))
-
-
-@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**35])
-def test_varint_round_trip(value):
-    assert read_varint(varint(value), 0) == (value, len(varint(value)))
-    assert read_varint(tag_length(0x0A, value), 1)[0] == value
 
 
 def test_truncated_input_is_a_wire_error():

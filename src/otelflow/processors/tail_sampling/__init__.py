@@ -37,7 +37,8 @@ from otelflow.processors.tail_sampling.policies import (
     build_evaluator,
     final_decision,
 )
-from otelflow.processors.tail_sampling.wire import Fragment, WireError, split_by_trace
+from otelflow.processors.tail_sampling.wire import Fragment, split_by_trace
+from otelflow.wire import WireError
 
 # -- config -------------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from otelflow.wire import WireError, fields, read_varint, tag_length
+
 # wire tags: (field number << 3) | wire type 2 (length-delimited)
 RESOURCE_SPANS = 0x0A  # ExportTraceServiceRequest.resource_spans = 1
 SCOPE_SPANS = 0x12  # ResourceSpans.scope_spans = 2
@@ -19,93 +21,21 @@ TRACE_ID = 0x0A  # Span.trace_id = 1
 PARENT_SPAN_ID = 4  # Span.parent_span_id field number
 
 
-class WireError(ValueError):
-    """The bytes are not a well-formed protobuf message."""
-
-
-def read_varint(b: bytes, i: int) -> tuple[int, int]:
-    """(value, next index) of the varint at `i`."""
-    result = shift = 0
-    while True:
-        try:
-            x = b[i]
-        except IndexError:
-            raise WireError("truncated varint") from None
-        i += 1
-        result |= (x & 0x7F) << shift
-        if x < 0x80:
-            return result, i
-        shift += 7
-        if shift > 63:
-            raise WireError("varint too long")
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def tag_length(tag: int, n: int) -> bytes:
-    """The tag and length prefix of a length-delimited field of `n` bytes."""
-    if n < 0x80:
-        return bytes((tag, n))
-    if n < 0x4000:
-        return bytes((tag, (n & 0x7F) | 0x80, n >> 7))
-    return bytes((tag,)) + varint(n)
-
-
-def fields(b: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field number, wire type, field start, value end) for each field in b[start:end].
-
-    For length-delimited fields the value is b[value_end - length:value_end].
-    """
-    i = start
-    while i < end:
-        key, j = read_varint(b, i)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 2:
-            length, j = read_varint(b, j)
-            j += length
-        elif wire_type == 0:
-            _, j = read_varint(b, j)
-        elif wire_type == 1:
-            j += 8
-        elif wire_type == 5:
-            j += 4
-        else:
-            raise WireError(f"unsupported wire type {wire_type}")
-        if j > end:
-            raise WireError("field runs past the end of its message")
-        yield number, wire_type, i, j
-        i = j
-
-
-def _value_start(b: bytes, field_start: int) -> int:
-    """Where a length-delimited field's value begins."""
-    _, j = read_varint(b, field_start)
-    _, j = read_varint(b, j)
-    return j
-
-
 def span_trace_id(b: bytes, start: int, end: int) -> bytes:
     """Span.trace_id of the span encoded in b[start:end] (b"" when absent)."""
     if end - start >= 18 and b[start] == TRACE_ID and b[start + 1] == 16:
         return b[start + 2:start + 18]  # the usual layout: trace_id first
     trace_id = b""
-    for number, wire_type, f_start, f_end in fields(b, start, end):
+    for number, wire_type, _start, value, f_end in fields(b, start, end):
         if number == 1 and wire_type == 2:
-            trace_id = b[_value_start(b, f_start):f_end]
+            trace_id = b[value:f_end]
     return trace_id
 
 
 def span_is_root(b: bytes, start: int, end: int) -> bool:
     """True when the span encoded in b[start:end] has no parent_span_id."""
-    for number, wire_type, f_start, f_end in fields(b, start, end):
-        if number == PARENT_SPAN_ID and wire_type == 2 and f_end > _value_start(b, f_start):
+    for number, wire_type, _start, value, f_end in fields(b, start, end):
+        if number == PARENT_SPAN_ID and wire_type == 2 and f_end > value:
             return False
     return True
 
@@ -118,17 +48,17 @@ message size (Go's ResourceSpansSize)."""
 
 def split_by_trace(raw: bytes, find_roots: bool = False) -> Iterator[Fragment]:
     """One fragment per trace per ResourceSpans of an encoded ExportTraceServiceRequest."""
-    for number, wire_type, rs_start, rs_end in fields(raw, 0, len(raw)):
+    for number, wire_type, _start, value, rs_end in fields(raw, 0, len(raw)):
         if number == 1 and wire_type == 2:
-            yield from _split_resource(raw, _value_start(raw, rs_start), rs_end, find_roots)
+            yield from _split_resource(raw, value, rs_end, find_roots)
 
 
 def _split_resource(b: bytes, start: int, end: int, find_roots: bool) -> Iterator[Fragment]:
     header: list[bytes] = []  # resource, schema_url (and unknown fields), kept for every trace
     scopes: list[tuple[bytes, dict[bytes, list]]] = []
-    for number, wire_type, f_start, f_end in fields(b, start, end):
+    for number, wire_type, f_start, value, f_end in fields(b, start, end):
         if number == 2 and wire_type == 2:
-            scopes.append(_split_scope(b, _value_start(b, f_start), f_end, find_roots))
+            scopes.append(_split_scope(b, value, f_end, find_roots))
         else:
             header.append(b[f_start:f_end])
     head = b"".join(header)
@@ -166,7 +96,7 @@ def _split_scope(b: bytes, start: int, end: int,
     i = start
     while i < end:
         if b[i] != SPANS:
-            _, _, f_start, f_end = next(fields(b, i, end))
+            _, _, f_start, _value, f_end = next(fields(b, i, end))
             header.append(b[f_start:f_end])
             i = f_end
             continue

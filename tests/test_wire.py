@@ -1,0 +1,31 @@
+"""Protobuf wire primitives shared by the wire-level splitters and encoders."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from otelflow.wire import WireError, fields, read_varint, tag_length, varint
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**35])
+def test_varint_round_trip(value):
+    assert read_varint(varint(value), 0) == (value, len(varint(value)))
+    assert read_varint(tag_length(0x0A, value), 1)[0] == value
+
+
+def test_fields_locate_values_of_every_wire_type():
+    kv = KeyValue(key="k" * 200)
+    kv.value.int_value = 300
+    raw = kv.SerializeToString() + bytes((0x19,)) + bytes(8) + bytes((0x25,)) + bytes(4)
+    found = list(fields(raw, 0, len(raw)))
+    assert [(number, wire) for number, wire, *_ in found] == [(1, 2), (2, 2), (3, 1), (4, 5)]
+    _, _, start, value, end = found[0]
+    assert (start, raw[value:end]) == (0, b"k" * 200)
+    assert found[-1][4] == len(raw)
+
+
+@pytest.mark.parametrize("raw", [b"\x0a\x05abc", b"\x0a", b"\x0f", b"\xff" * 11])
+def test_malformed_bytes_are_wire_errors(raw):
+    with pytest.raises(WireError):
+        list(fields(raw, 0, len(raw)))
