@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -15,8 +15,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelflow.component import ComponentID, CreateSettings, Kind, RetryableError
-from otelflow.pdata import Batch, Signal, iter_scopes
+from otelflow.pdata import Signal, iter_scopes
 from otelflow.telemetry.metrics import SelfMetrics
+from otelflow.testing.sink import CaptureExporter
 
 
 def settings(kind: Kind, cid: str = "kafka", metrics: SelfMetrics | None = None) -> CreateSettings:
@@ -76,33 +77,11 @@ def span_ids(message) -> list[bytes]:
     return [s.span_id for _, scope in iter_scopes(Signal.TRACES, message) for s in scope.spans]
 
 
-class Capture:
-    """A consumer keeping what it receives; `fail_first` calls raise RetryableError first."""
-
-    mutates_data = False
-
-    def __init__(self, fail_first: int = 0):
-        self.batches: list[Batch] = []
-        self.fail_first = fail_first
-        self.calls = 0
-        self.event = asyncio.Event()
-
-    async def consume(self, batch: Batch) -> None:
-        self.calls += 1
-        if self.calls <= self.fail_first:
-            raise RetryableError("backend busy", 0.01)
-        self.batches.append(batch)
-        self.event.set()
-
-    def items(self) -> int:
-        return sum(b.item_count() for b in self.batches)
-
-    async def wait_items(self, n: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.items() < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"got {self.items()} of {n} items")
-            await asyncio.sleep(0.02)
+def capture(fail_first: int = 0) -> CaptureExporter:
+    """A sink (consumer or exporter) whose first `fail_first` calls raise RetryableError."""
+    attempts = itertools.count(1)
+    return CaptureExporter(lambda _batch: RetryableError("backend busy", 0.01)
+                           if next(attempts) <= fail_first else None)
 
 
 async def read_topic(bootstrap: str, topic: str, until: Callable[[list], bool],

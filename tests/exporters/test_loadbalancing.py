@@ -16,20 +16,8 @@ from otelflow.exporters.loadbalancing import HashRing, LoadBalancingConfig, crea
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.service import Service
 from otelflow.testing.process import free_port
-from tests.kafka_support import Capture, settings, traces
-
-
-class Sink(Capture):
-    """A Capture usable as an exporter override."""
-
-    async def start(self, host) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    async def export(self, batch: Batch) -> None:
-        await self.consume(batch)
+from otelflow.testing.sink import MemorySink
+from tests.kafka_support import settings, traces
 
 
 def backend_config(port: int) -> str:
@@ -49,10 +37,10 @@ service:
 """
 
 
-async def start_backends(n: int) -> tuple[list[int], list[Sink], list[Service]]:
+async def start_backends(n: int) -> tuple[list[int], list[MemorySink], list[Service]]:
     ports, sinks, services = [], [], []
     for _ in range(n):
-        port, sink = free_port(), Sink()
+        port, sink = free_port(), MemorySink()
         service = Service(parse_config(*load_config(text=backend_config(port))),
                           exporter_overrides={"debug": sink})
         await service.start()
@@ -130,7 +118,7 @@ async def test_each_trace_lands_complete_on_one_backend():
                 sent += 30
                 await lb.export(Batch.of(req))
         for _ in range(200):
-            if sum(s.items() for s in sinks) >= sent:
+            if sum(s.item_count() for s in sinks) >= sent:
                 break
             await asyncio.sleep(0.05)
     finally:
@@ -144,7 +132,7 @@ async def test_each_trace_lands_complete_on_one_backend():
                 for ss in rs.scope_spans:
                     for span in ss.spans:
                         owner.setdefault(span.trace_id, set()).add(i)
-    assert sum(s.items() for s in sinks) == sent
+    assert sum(s.item_count() for s in sinks) == sent
     assert len(owner) == 300 and all(len(o) == 1 for o in owner.values())
     assert all(sink.batches for sink in sinks), "some backend got nothing"
 
@@ -158,7 +146,7 @@ async def test_service_routing_and_dns_resolver():
     try:
         assert list(lb.backends) == [f"127.0.0.1:{ports[0]}"]
         await lb.export(Batch.of(traces(5, 2, services=3)))
-        await sinks[0].wait_items(10)
+        await sinks[0].wait_items(10, timeout=20)
         with pytest.raises(Exception, match="traceID cannot route metrics"):
             bad = create_exporter(settings(Kind.EXPORTER), lb_config(
                 resolver={"static": {"hostnames": ["127.0.0.1:1"]}}))

@@ -18,7 +18,7 @@ from otelflow.pdata import Batch, Signal
 from otelflow.receivers.kafka import KafkaReceiverConfig, create_receiver
 from otelflow.telemetry.metrics import SelfMetrics
 from otelflow.testing.kafka_mock import MockKafkaCluster
-from tests.kafka_support import Capture, logs, metrics, settings, span_ids, traces
+from tests.kafka_support import capture, logs, metrics, settings, span_ids, traces
 
 pytest_plugins = ["otelflow.testing.kafka_mock"]
 TESTDATA = Path(__file__).parent / "testdata"
@@ -85,7 +85,7 @@ def test_one_topic_for_two_signals_is_refused():
     cfg = KafkaReceiverConfig.model_validate({"topic": "shared"})
     with pytest.raises(ValueError, match="configured for both traces and logs"):
         create_receiver(settings(Kind.RECEIVER), cfg,
-                        {Signal.TRACES: Capture(), Signal.LOGS: Capture()})
+                        {Signal.TRACES: capture(), Signal.LOGS: capture()})
 
 
 # -- against the mock cluster -----------------------------------------------------------
@@ -99,7 +99,7 @@ async def test_round_trip_all_signals(kafka_cluster: MockKafkaCluster, encoding:
     brokers = kafka_cluster.bootstrap_servers
     exporter = create_exporter(settings(Kind.EXPORTER), KafkaExporterConfig.model_validate(
         {"brokers": brokers, "encoding": encoding}))
-    sinks = {s: Capture() for s in Signal}
+    sinks = {s: capture() for s in Signal}
     receiver = create_receiver(settings(Kind.RECEIVER), receiver_config(
         brokers, encoding=encoding), sinks)
     await receiver.start(None)
@@ -111,7 +111,7 @@ async def test_round_trip_all_signals(kafka_cluster: MockKafkaCluster, encoding:
             for req in requests:
                 await exporter.export(Batch.of(req))
         for signal, requests in sent.items():
-            await sinks[signal].wait_items(sum(Batch.of(r).item_count() for r in requests))
+            await sinks[signal].wait_items(sum(Batch.of(r).item_count() for r in requests), timeout=20)
     finally:
         await exporter.shutdown()
         await receiver.shutdown()
@@ -127,14 +127,14 @@ async def test_poison_message_is_skipped_and_counted(kafka_cluster: MockKafkaClu
     await produce(brokers, "otlp_spans", [b"\xff\xfe not protobuf", good.SerializeToString(),
                                           b"\x0a\x05trunc", good.SerializeToString()], partition=0)
     metrics_ = SelfMetrics()
-    sink = Capture()
+    sink = capture()
     receiver = create_receiver(settings(Kind.RECEIVER, metrics=metrics_),
                                receiver_config(brokers, group_id="poison",
                                                message_marking={"after": True}),
                                {Signal.TRACES: sink})
     await receiver.start(None)
     try:
-        await sink.wait_items(8)
+        await sink.wait_items(8, timeout=20)
         await asyncio.sleep(0.3)  # let the periodic commit run
     finally:
         await receiver.shutdown()
@@ -150,12 +150,12 @@ async def test_after_marking_retries_until_the_pipeline_accepts(kafka_cluster: M
     brokers = kafka_cluster.bootstrap_servers
     await produce(brokers, "otlp_logs", [logs(3).SerializeToString() for _ in range(4)],
                   partition=1)
-    sink = Capture(fail_first=5)
+    sink = capture(fail_first=5)
     receiver = create_receiver(settings(Kind.RECEIVER), receiver_config(
         brokers, group_id="retry", message_marking={"after": True}), {Signal.LOGS: sink})
     await receiver.start(None)
     try:
-        await sink.wait_items(12)
+        await sink.wait_items(12, timeout=20)
     finally:
         await receiver.shutdown()
     assert sink.calls == 4 + 5 and len(sink.batches) == 4
@@ -167,13 +167,13 @@ async def test_on_error_marks_and_moves_on(kafka_cluster: MockKafkaCluster):
     brokers = kafka_cluster.bootstrap_servers
     await produce(brokers, "otlp_logs", [logs(1).SerializeToString() for _ in range(3)])
     metrics_ = SelfMetrics()
-    sink = Capture(fail_first=1)
+    sink = capture(fail_first=1)
     receiver = create_receiver(settings(Kind.RECEIVER, metrics=metrics_), receiver_config(
         brokers, group_id="onerr", message_marking={"after": True, "on_error": True}),
         {Signal.LOGS: sink})
     await receiver.start(None)
     try:
-        await sink.wait_items(2)
+        await sink.wait_items(2, timeout=20)
     finally:
         await receiver.shutdown()
     assert sink.calls == 3
@@ -189,7 +189,7 @@ async def test_rebalance_between_two_receivers_loses_nothing(kafka_cluster: Mock
     kafka_cluster.create_topic("otlp_spans", 6)
     brokers = kafka_cluster.bootstrap_servers
     cfg = receiver_config(brokers, group_id="pair", message_marking={"after": True})
-    sinks = [Capture(), Capture()]
+    sinks = [capture(), capture()]
     receivers = [create_receiver(settings(Kind.RECEIVER, f"kafka/{i}"), cfg,
                                  {Signal.TRACES: sink}) for i, sink in enumerate(sinks)]
     exporter = create_exporter(settings(Kind.EXPORTER), KafkaExporterConfig.model_validate(
@@ -252,13 +252,13 @@ async def test_header_extraction(kafka_cluster: MockKafkaCluster):
     await producer.send_and_wait("otlp_logs", logs(2).SerializeToString(),
                                  headers=[("tenant", b"acme"), ("other", b"x")])
     await producer.stop()
-    sink = Capture()
+    sink = capture()
     receiver = create_receiver(settings(Kind.RECEIVER), receiver_config(
         brokers, group_id="headers",
         header_extraction={"extract_headers": True, "headers": ["tenant"]}), {Signal.LOGS: sink})
     await receiver.start(None)
     try:
-        await sink.wait_items(2)
+        await sink.wait_items(2, timeout=20)
     finally:
         await receiver.shutdown()
     attrs = {kv.key: kv.value.string_value

@@ -15,26 +15,9 @@ from otelflow.pdata import Batch, metric_points
 from otelflow.pipeline.service import Service
 from otelflow.receivers.prometheus_convert import NO_RECORDED_VALUE
 from otelflow.testing.process import free_port, wait_for_port
+from otelflow.testing.sink import MemorySink
 
 APP = Path(__file__).with_name("promapp.py")
-
-
-class Capture:
-    mutates_data = False
-
-    def __init__(self):
-        self.batches: list[Batch] = []
-
-    async def start(self, host):
-        pass
-
-    async def shutdown(self):
-        pass
-
-    async def export(self, batch: Batch) -> None:
-        self.batches.append(batch)
-
-    consume = export
 
 
 def config(port: int, extra: str = "") -> str:
@@ -82,7 +65,7 @@ def points(batch: Batch) -> dict:
     return out
 
 
-async def run_until(service: Service, sink: Capture, predicate, timeout: float = 10.0):
+async def run_until(service: Service, sink: MemorySink, predicate, timeout: float = 10.0):
     deadline = asyncio.get_running_loop().time() + timeout
     while not any(predicate(b) for b in sink.batches):
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
@@ -92,7 +75,7 @@ async def run_until(service: Service, sink: Capture, predicate, timeout: float =
 
 async def test_scrape_matches_app_values_types_labels(app):
     port, proc = app
-    sink = Capture()
+    sink = MemorySink()
     service = Service(parse_config(*load_config(text=config(port))),
                       exporter_overrides={"file": sink})
     await service.start()
@@ -151,7 +134,7 @@ async def test_metric_relabel_drops_and_target_relabel_renames(app):
 """
     text = config(port).replace("              labels: {team: vision}\n",
                                 "              labels: {team: vision}\n" + extra)
-    sink = Capture()
+    sink = MemorySink()
     service = Service(parse_config(*load_config(text=text)), exporter_overrides={"file": sink})
     await service.start()
     try:
@@ -196,7 +179,7 @@ service:
     try:
         wait_for_port(port)
         service = Service(parse_config(*load_config(text=text)),
-                          exporter_overrides={"file": Capture()})
+                          exporter_overrides={"file": MemorySink()})
         await service.start()
         try:
             await asyncio.sleep(2.5)  # baseline around 0.25

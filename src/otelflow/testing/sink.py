@@ -120,10 +120,13 @@ def iter_found(signal: Signal, batches: list[Batch]) -> Iterator[Found]:
 
 
 class MemorySink(Exporter):
-    """An exporter keeping every batch it receives (tests swap real exporters for these).
+    """An exporter keeping every batch it receives (tests swap real exporters for these); also
+    a consumer (`consume`), to hand straight to a receiver under test.
 
     `fail_with` makes `export` raise that error (e.g. `RetryableError("down")`) until cleared.
     """
+
+    mutates_data = False
 
     def __init__(self, name: str = "memory"):
         self.name = name
@@ -136,6 +139,8 @@ class MemorySink(Exporter):
             raise self.fail_with
         self.batches.append(batch)
         self._arrived.set()
+
+    consume = export
 
     async def wait_items(self, n: int, signal: Signal | None = None, timeout: float = 5.0) -> None:
         """Wait until at least `n` items (of `signal`) have arrived."""
@@ -190,13 +195,16 @@ class MemorySink(Exporter):
 
 
 class CaptureExporter(MemorySink):
-    """A MemorySink whose `fail` callable may return an error to raise for a given batch."""
+    """A MemorySink whose `fail` callable may return an error to raise for a given batch;
+    `calls` counts every attempt, failed ones included."""
 
     def __init__(self, fail: Callable[[Batch], BaseException | None] | None = None):
         super().__init__("capture")
         self.fail = fail
+        self.calls = 0
 
     async def export(self, batch: Batch) -> None:
+        self.calls += 1
         error = self.fail(batch) if self.fail else None
         if error is not None:
             raise error
@@ -204,6 +212,8 @@ class CaptureExporter(MemorySink):
 
     def items(self, signal: Signal | None = None) -> int:
         return self.item_count(signal)
+
+    consume = export
 
 
 @contextlib.asynccontextmanager
