@@ -25,6 +25,7 @@ import hmac
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal
 
 import re2
@@ -35,6 +36,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from otelflow.component import Consumer, CreateSettings, Factory, Kind, Processor
 from otelflow.config.types import ConfigModel
 from otelflow.pdata import Batch, Signal, metric_points
+from otelflow.processors.redaction_dense import DenseScanner, Leaf, Plan
 from otelflow.processors.redaction_patterns import (
     GROUPS,
     LIBRARY,
@@ -118,6 +120,10 @@ _ATTR_SUMMARY = ("redaction.redacted.keys", "redaction.redacted.count",
 _BODY_SUMMARY = tuple(k.replace("redaction.", "redaction.body.") for k in _ATTR_SUMMARY)
 SUMMARY_KEYS = frozenset(_ATTR_SUMMARY + _BODY_SUMMARY)
 _KEY_CACHE_MAX = 65536
+# The dense path takes a request when its first DENSE_AFTER prefilter matches, spread at that
+# pace over the whole request, would flag at least DENSE_SHARE of its items.
+DENSE_AFTER = 16
+DENSE_SHARE = 0.05
 _URL_SPAN_KINDS = (2, 3)  # SPAN_KIND_SERVER, SPAN_KIND_CLIENT
 
 
@@ -151,6 +157,7 @@ class Rules:
         self.allowed_rxs = [Regex(p, longest=True) for p in config.allowed_values]
         self.all_types = config.redact_all_types
         self.mask = _masker(config)
+        self.fixed_mask = None if config.hash_function else MASK_TEXT
         self._keys: dict[str, int] = {}
 
     def key_action(self, key: str) -> int:
@@ -181,7 +188,14 @@ class Rules:
         if not which:
             return text, False
         patterns = self.patterns
-        spans = _merge(sorted(s for i in which for s in patterns[i][0].spans(patterns[i][1], text)))
+        return self.apply(text, [s for i in which for s in patterns[i][0].spans(patterns[i][1], text)])
+
+    def apply(self, text: str, spans: list[tuple[int, int]]) -> tuple[str, bool]:
+        """`mask_text` for the (unsorted, possibly overlapping) spans of `text` to mask."""
+        if len(spans) > 1:
+            spans = sorted(spans)
+            if len(spans) > 2 or spans[1][0] <= spans[0][1]:
+                spans = _merge(spans)
         exempted = False
         if spans and self.allowed_rxs:
             allowed = self._allowed_spans(text)
@@ -190,9 +204,15 @@ class Rules:
             spans = kept
         if not spans:
             return text, exempted
-        parts, pos = [], 0
+        if self.fixed_mask is not None and len(spans) <= 2:  # the usual case, spelled out
+            (a, b), fixed = spans[0], self.fixed_mask
+            if len(spans) == 1:
+                return text[:a] + fixed + text[b:], exempted
+            c, d = spans[1]
+            return text[:a] + fixed + text[b:c] + fixed + text[d:], exempted
+        mask, parts, pos = self.mask, [], 0
         for start, end in spans:
-            parts += (text[pos:start], self.mask(text[start:end]))
+            parts += (text[pos:start], mask(text[start:end]))
             pos = end
         parts.append(text[pos:])
         return "".join(parts), exempted
@@ -410,6 +430,8 @@ class RedactionProcessor(Processor):
         self.url_keys = frozenset(config.url_sanitizer.attributes
                                   if config.url_sanitizer.enabled else ())
         self.prefilter, self.check_all = self._prefilter(config)
+        self.dense = self._dense(config)
+        self.dense_after, self.dense_share = DENSE_AFTER, DENSE_SHARE
         if self.check_all:
             self.log.info("redaction checks every value of every item (redact_all_types, the "
                           "URL sanitizer on names/bodies, or a pattern that can match empty "
@@ -438,6 +460,20 @@ class RedactionProcessor(Processor):
             return None, True  # a pattern matching the empty string would hit everywhere
         return any_of(relaxed), False
 
+    def _dense(self, config: RedactionConfig) -> DenseScanner | None:
+        """The dense path, when every change it has to find is a value pattern match (of a
+        pattern without zero-width assertions) or a key the key patterns flag."""
+        if (self.check_all or self.prefilter is None or not config.allow_all_keys
+                or self.url_keys or not self.rules.patterns
+                or any(relax(p.regex) != p.regex for p, _ in self.rules.patterns)):
+            return None
+        keys = list(config.blocked_key_patterns)
+        if config.summary != "silent":  # these keys change the summary counts
+            keys += [re2.escape(k) for k in config.ignored_keys] + config.ignored_key_patterns
+            keys.append(re2.escape("redaction."))
+        alternation = "|".join(f"(?:{relax(k)})" for k in keys) or None
+        return DenseScanner(self.rules.patterns, alternation, config.redact_span_names)
+
     async def consume(self, batch: Batch) -> None:
         await self.next_consumer.consume(self.redact(batch))
 
@@ -446,6 +482,9 @@ class RedactionProcessor(Processor):
         return the batch to pass on: when only some items changed, a batch whose bytes are the
         received ones with those items spliced in, so nothing else is re-encoded."""
         hits = self._hits(batch)
+        if isinstance(hits, bytes):
+            self._redact_dense(batch, hits)
+            return batch
         if hits is not None and not hits.resources and self.rules.allow_all:
             return batch
         walk = _Walk(self, batch)
@@ -457,18 +496,42 @@ class RedactionProcessor(Processor):
             return batch
         return Batch(batch.signal, message=batch.message, raw=spliced)
 
-    def _hits(self, batch: Batch) -> Located | None:
-        """Places the prefilter flags; None means "check every value"."""
+    def _hits(self, batch: Batch) -> Located | bytes | None:
+        """Places the prefilter flags; None means "check every value", bytes (the request's)
+        "take the dense path"."""
         if self.check_all:
             return None
         blob = batch.to_bytes() if self.prefilter is not None else b""
-        spans = list(self.prefilter.spans(blob)) if self.prefilter is not None else []
+        spans: list[tuple[int, int]] = []
+        if self.prefilter is not None:
+            found = self.prefilter.spans(blob)
+            spans = list(islice(found, self.dense_after))
+            if self._is_dense(batch, blob, spans):
+                return blob
+            spans += found
         if not spans:
             return Located(blob, _Overlap([]), {})
         try:
             return locate(blob, spans)
         except (ValueError, IndexError):  # framing we cannot follow: check everything
             return None
+
+    def _is_dense(self, batch: Batch, blob: bytes, spans: list[tuple[int, int]]) -> bool:
+        """Whether the first prefilter `spans`, at their pace, flag a large share of items."""
+        if (self.dense is None or batch.signal not in self.dense.layouts
+                or len(spans) < self.dense_after):
+            return False
+        return not spans or (len(spans) * len(blob)
+                             >= spans[-1][1] * batch.item_count() * self.dense_share)
+
+    def _redact_dense(self, batch: Batch, blob: bytes) -> None:
+        walk = _Walk(self, batch)
+        try:
+            plan = self.dense.plan(batch.signal, blob)  # type: ignore[union-attr]
+        except (ValueError, IndexError):  # framing we cannot follow: check everything
+            walk.everything(None)
+            return
+        walk.dense(plan)
 
 
 class _Report:
@@ -575,6 +638,63 @@ class _Walk:
         if not self.dirty or not spliceable:
             return None
         return _splice(hits.blob, (0, 0, len(hits.blob)), top)
+
+    def dense(self, plan: Plan) -> None:
+        """Apply a dense-path plan: visit the flagged resources and scopes, mask the located
+        values, and give the items it could not follow the per-value walk."""
+        sig = self.signal
+        resources = getattr(self.batch.message, sig.resource_field)
+        for ri in sorted(plan.resources):
+            self.resource(resources[ri].resource, True)
+        for ri, si in sorted(plan.scopes):
+            self.scope(getattr(resources[ri], sig.scope_field)[si].scope, True)
+        scope, items = None, None
+        for (ri, si, k), leaves in sorted(plan.leaves.items()) + [(i, []) for i in plan.walk]:
+            if scope != (ri, si):
+                scope = ri, si
+                items = getattr(getattr(resources[ri], sig.scope_field)[si], sig.item_field)
+            item = items[k]
+            if not (leaves and self.leaves(item, leaves)):
+                self.item(item, True)
+
+    def leaves(self, item: Any, leaves: list[Leaf]) -> bool:
+        """Mask the located values of one item; False (nothing written) when the parsed item
+        does not hold them as located, or a key needs more than a value check."""
+        rules, silent = self.rules, self.config.summary == "silent"
+        targets = []
+        for leaf in leaves:
+            index, key, text, _spans = leaf
+            if key is None:
+                value = item.body
+            else:
+                kv = item.attributes[index]
+                if kv.key != key:
+                    return False
+                value = kv.value
+                action = rules.key_action(key)
+                if action == IGNORE and silent:
+                    continue
+                if action != CHECK and not (action == SUMMARY and silent):
+                    return False
+            if value.string_value != text:
+                return False
+            targets.append((leaf, value))
+        report, body = (None, None) if silent else (_Report(), _Report())
+        for (_index, key, text, spans), value in targets:
+            masked, exempted = rules.apply(text, spans)
+            if masked != text:
+                self.touch()
+                value.string_value = masked
+            into = body if key is None else report
+            if into is not None:
+                if exempted:
+                    into.allowed.append("body" if key is None else key)
+                if masked != text:
+                    into.masked.append("body" if key is None else key)
+        if report is not None and body is not None:
+            self.summarize(item.attributes, report)
+            self.summarize(item.attributes, body, _BODY_SUMMARY)
+        return True
 
     def changed(self, visit: Callable[..., None], *args: Any) -> bool:
         """Run `visit(*args)`; True when it wrote anything."""

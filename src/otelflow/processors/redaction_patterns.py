@@ -67,6 +67,22 @@ class Regex:
             yield span
             pos = end if end > start else end + 1
 
+    def all_in(self, data: bytes, label: int, group: int = 0, pos: int = 0,
+               endpos: int | None = None) -> list[tuple[int, ...]]:
+        """(start, end, `label`, group start, group end) in bytes of each successive
+        non-overlapping match in data[pos:endpos], for a pattern that cannot match the empty
+        string: `spans` for a long buffer with many matches."""
+        match, out = self._re.Match, []
+        n = len(data) if endpos is None else endpos
+        while pos < n:
+            found = match(_UNANCHORED, data, pos, n)
+            start, end = found[0]
+            if start < 0:
+                return out
+            out.append((start, end, label, *found[group]))
+            pos = end
+        return out
+
 
 class PatternSet:
     """Which of several RE2 patterns match somewhere in a text, in one DFA pass (RE2::Set)."""
@@ -152,13 +168,14 @@ def relax(pattern: str) -> str:
 # -- refine steps -------------------------------------------------------------------------
 
 
-_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # digit -> its Luhn-doubled value
+_PLAIN = bytes.maketrans(b"0123456789", bytes(range(10)))  # digit -> its value
+_DOUBLED = bytes.maketrans(b"0123456789", bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))  # Luhn-doubled
 
 
 def luhn_ok(digits: str) -> bool:
     """The Luhn checksum of a string of ASCII digits."""
-    values = [ord(c) - 48 for c in reversed(digits)]
-    return (sum(values[0::2]) + sum(_DOUBLED[d] for d in values[1::2])) % 10 == 0
+    data = digits.encode()[::-1]
+    return (sum(data[0::2].translate(_PLAIN)) + sum(data[1::2].translate(_DOUBLED))) % 10 == 0
 
 
 _DIGIT_RUN = re.compile("[0-9]+")
