@@ -123,7 +123,7 @@ _KEY_CACHE_MAX = 65536
 # The dense path takes a request when its first DENSE_AFTER prefilter matches, spread at that
 # pace over the whole request, would flag at least DENSE_SHARE of its items.
 DENSE_AFTER = 16
-DENSE_SHARE = 0.05
+DENSE_SHARE = 0.25
 _URL_SPAN_KINDS = (2, 3)  # SPAN_KIND_SERVER, SPAN_KIND_CLIENT
 
 
@@ -472,7 +472,21 @@ class RedactionProcessor(Processor):
             keys += [re2.escape(k) for k in config.ignored_keys] + config.ignored_key_patterns
             keys.append(re2.escape("redaction."))
         alternation = "|".join(f"(?:{relax(k)})" for k in keys) or None
-        return DenseScanner(self.rules.patterns, alternation, config.redact_span_names)
+        return DenseScanner(self.rules.patterns, alternation, config.redact_span_names,
+                            self._decide)
+
+    def _decide(self, key: str | None, text: str,
+                spans: list[tuple[int, int]]) -> tuple[str, bool] | None:
+        """(masked text, exempted) for a value the dense path located (`key` None: a log
+        body); None when its key needs the per-value walk."""
+        if key is not None:
+            action = self.rules.key_action(key)
+            silent = self.config.summary == "silent"
+            if action == IGNORE and silent:
+                return text, False
+            if action != CHECK and not (action == SUMMARY and silent):
+                return None
+        return self.rules.apply(text, spans)
 
     async def consume(self, batch: Batch) -> None:
         await self.next_consumer.consume(self.redact(batch))
@@ -582,6 +596,7 @@ class _Walk:
         self.signal = batch.signal
         self.dirty = False
         self.changes = 0
+        self.silent = proc.config.summary == "silent"
         self.item = {Signal.TRACES: self.span, Signal.LOGS: self.log,
                      Signal.METRICS: self.metric}[batch.signal]
 
@@ -649,8 +664,8 @@ class _Walk:
         for ri, si in sorted(plan.scopes):
             self.scope(getattr(resources[ri], sig.scope_field)[si].scope, True)
         scope, items = None, None
-        for (ri, si, k), leaves in sorted(plan.leaves.items()) + [(i, []) for i in plan.walk]:
-            if scope != (ri, si):
+        for (ri, si, k), leaves in [*plan.leaves.items(), *((i, []) for i in sorted(plan.walk))]:
+            if scope is None or scope[0] != ri or scope[1] != si:
                 scope = ri, si
                 items = getattr(getattr(resources[ri], sig.scope_field)[si], sig.item_field)
             item = items[k]
@@ -658,12 +673,10 @@ class _Walk:
                 self.item(item, True)
 
     def leaves(self, item: Any, leaves: list[Leaf]) -> bool:
-        """Mask the located values of one item; False (nothing written) when the parsed item
-        does not hold them as located, or a key needs more than a value check."""
-        rules, silent = self.rules, self.config.summary == "silent"
-        targets = []
-        for leaf in leaves:
-            index, key, text, _spans = leaf
+        """Write the masked values the dense path located in one item; False (nothing
+        written) when the parsed item does not hold them as located."""
+        values = []
+        for index, key, text, _masked, _exempted in leaves:
             if key is None:
                 value = item.body
             else:
@@ -671,30 +684,27 @@ class _Walk:
                 if kv.key != key:
                     return False
                 value = kv.value
-                action = rules.key_action(key)
-                if action == IGNORE and silent:
-                    continue
-                if action != CHECK and not (action == SUMMARY and silent):
-                    return False
             if value.string_value != text:
                 return False
-            targets.append((leaf, value))
-        report, body = (None, None) if silent else (_Report(), _Report())
-        for (_index, key, text, spans), value in targets:
-            masked, exempted = rules.apply(text, spans)
+            values.append(value)
+        for value, (_index, _key, text, masked, _exempted) in zip(values, leaves, strict=True):
             if masked != text:
                 self.touch()
                 value.string_value = masked
-            into = body if key is None else report
-            if into is not None:
-                if exempted:
-                    into.allowed.append("body" if key is None else key)
-                if masked != text:
-                    into.masked.append("body" if key is None else key)
-        if report is not None and body is not None:
-            self.summarize(item.attributes, report)
-            self.summarize(item.attributes, body, _BODY_SUMMARY)
+        if not self.silent:
+            self.summarize_leaves(item, leaves)
         return True
+
+    def summarize_leaves(self, item: Any, leaves: list[Leaf]) -> None:
+        report, body = _Report(), _Report()
+        for _index, key, text, masked, exempted in leaves:
+            into, path = (body, "body") if key is None else (report, key)
+            if exempted:
+                into.allowed.append(path)
+            if masked != text:
+                into.masked.append(path)
+        self.summarize(item.attributes, report)
+        self.summarize(item.attributes, body, _BODY_SUMMARY)
 
     def changed(self, visit: Callable[..., None], *args: Any) -> bool:
         """Run `visit(*args)`; True when it wrote anything."""

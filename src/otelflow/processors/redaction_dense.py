@@ -15,7 +15,7 @@ to the processor's per-value walk instead, so the output is the sparse path's ou
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -42,9 +42,14 @@ class ItemLayout:
     walk: frozenset[int]  # fields whose matches send the item to the per-value walk
 
 
-# One string value of an item and the spans of it to mask: (position among the item's
-# attributes or -1 for the log body, key or None for the body, text, spans).
-Leaf = tuple[int, str | None, str, list[tuple[int, int]]]
+Spans = list[tuple[int, int]]
+# A located string value that changes: (position among the item's attributes or -1 for the
+# log body, key or None for the body, text, masked text, whether allowed_values exempted a
+# match).
+Leaf = tuple[int, str | None, str, str, bool]
+# (key or None for the log body, text, spans to mask) -> (masked text, exempted), or None when
+# the key needs more than a value check.
+Decide = Callable[[str | None, str, Spans], tuple[str, bool] | None]
 
 
 @dataclass
@@ -162,8 +167,9 @@ class DenseScanner:
     """Exact value-pattern matches over a serialized request, mapped to string values."""
 
     def __init__(self, patterns: list[tuple[ValuePattern, Regex]], keys: str | None,
-                 redact_span_names: bool):
+                 redact_span_names: bool, decide: Decide):
         self.patterns = patterns
+        self.decide = decide
         self.refines = [p.refine for p, _ in patterns]
         self.keys = Regex(keys) if keys else None
         self.set = PatternSet([p.regex for p, _ in patterns] + ([keys] if keys else []))
@@ -334,7 +340,7 @@ class DenseScanner:
                 pattern, regex = self.patterns[i]
                 hits += regex.all_in(blob, i, pattern.group, start, end)
         text = raw.decode("ascii")
-        spans: list[tuple[int, int]] = []
+        spans: Spans = []
         refines = self.refines
         for _s, _e, i, gs, ge in hits:
             if gs < 0 or ge <= gs:
@@ -344,4 +350,10 @@ class DenseScanner:
                 spans.append((gs - start, ge - start))
             else:
                 spans += refine(text, gs - start, ge - start)
-        return (index, key, text, spans) if spans else None
+        if not spans:
+            return None
+        decided = self.decide(key, text, spans)
+        if decided is None:
+            raise NeedsWalk
+        masked, exempted = decided
+        return (index, key, text, masked, exempted) if masked != text or exempted else None

@@ -70,17 +70,18 @@ class Regex:
     def all_in(self, data: bytes, label: int, group: int = 0, pos: int = 0,
                endpos: int | None = None) -> list[tuple[int, ...]]:
         """(start, end, `label`, group start, group end) in bytes of each successive
-        non-overlapping match in data[pos:endpos], for a pattern that cannot match the empty
-        string: `spans` for a long buffer with many matches."""
+        non-overlapping match in data[pos:endpos] (no empty match at endpos): `spans` for a
+        long buffer with many matches."""
         match, out = self._re.Match, []
+        append = out.append
         n = len(data) if endpos is None else endpos
         while pos < n:
             found = match(_UNANCHORED, data, pos, n)
             start, end = found[0]
             if start < 0:
                 return out
-            out.append((start, end, label, *found[group]))
-            pos = end
+            append((start, end, label, *found[group]))
+            pos = end if end > start else end + 1
         return out
 
 
