@@ -200,33 +200,32 @@ class DenseScanner:
         layout = self.layouts[signal]
         frame = _frame(blob)
         plan = Plan()
-        per_item: dict[int, list[Match]] = {}
-        heads, bounds = frame.heads, frame.bounds
+        heads, bounds, ids = frame.heads, frame.bounds, frame.ids
         t, a, b, hits = -1, 0, 0, []
-        for m in self.matches(blob):
-            if m[0] >= b:  # past the current item: find the one holding this match
+        for m in [*self.matches(blob), (len(blob), len(blob), KEY, 0, 0)]:  # + end marker
+            if m[0] >= b:  # past the current item: its hits are all in
+                if hits:
+                    self._item(blob, bounds[t], ids[t], hits, layout, plan)
+                    hits = []
                 t = bisect_right(heads, m[0]) - 1
                 a, b = bounds[t] if t >= 0 else (0, 0)
-                hits = per_item.setdefault(t, []) if t >= 0 else []
             if a <= m[0] and m[1] <= b and m[2] != KEY:
                 hits.append(m)
-            else:
+            elif m[0] < len(blob):
                 self._stray(frame, m[0], m[1], plan)
-        ids = frame.ids
-        for t, hits in per_item.items():
-            item = ids[t]
-            if not hits or item in plan.walk:
-                continue
-            try:
-                leaves = self._leaves(blob, bounds[t], hits, layout)
-            except NeedsWalk:
-                plan.walk.add(item)
-                continue
-            if leaves:
-                plan.leaves[item] = leaves
         for item in plan.walk:
             plan.leaves.pop(item, None)
         return plan
+
+    def _item(self, blob: bytes, bounds: tuple[int, int], item: ItemId, hits: list[Match],
+              layout: ItemLayout, plan: Plan) -> None:
+        try:
+            leaves = self._leaves(blob, bounds, hits, layout)
+        except NeedsWalk:
+            plan.walk.add(item)
+            return
+        if leaves:
+            plan.leaves[item] = leaves
 
     @staticmethod
     def _stray(frame: _Frame, s: int, e: int, plan: Plan) -> None:
@@ -294,14 +293,19 @@ class DenseScanner:
     def _attribute(self, blob: bytes, a: int, b: int, hits: list[Match],
                    index: int) -> Leaf | None:
         key = value = None
-        for number, wire, c, d in _fields(blob, a, b):
-            if wire == 2 and number in (1, 2):
-                if (key if number == 1 else value) is not None:
-                    raise NeedsWalk  # a repeated singular field: merged by the parser
-                if number == 1:
-                    key = (c, d)
-                else:
-                    value = (c, d)
+        c = a + 2 + blob[a + 1]  # the usual encoding: key (short), then value (short)
+        if blob[a] == 0x0A and blob[a + 1] < 0x80 and c + 2 <= b and blob[c] == 0x12 \
+                and blob[c + 1] < 0x80 and c + 2 + blob[c + 1] == b:
+            key, value = (a + 2, c), (c + 2, b)
+        else:
+            for number, wire, c, d in _fields(blob, a, b):
+                if wire == 2 and number in (1, 2):
+                    if (key if number == 1 else value) is not None:
+                        raise NeedsWalk  # a repeated singular field: merged by the parser
+                    if number == 1:
+                        key = (c, d)
+                    else:
+                        value = (c, d)
         if key is None or value is None:
             raise NeedsWalk
         hits = [m for m in hits if m[0] < value[1] and m[1] > value[0]]
