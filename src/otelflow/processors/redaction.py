@@ -16,6 +16,9 @@ only those are visited from Python; `batch.mutable()` is called on the first act
 and when a few items changed they are re-encoded and spliced into the received bytes.
 Allow-list mode (`allow_all_keys: false`) visits every key; `redact_all_types` and the URL
 sanitizer on span names / log bodies check every value (no byte pattern can announce them).
+When the first prefilter matches come thick enough to flag a quarter of the items or more,
+the request takes the dense path instead (`redaction_dense`): exact matches over the whole
+request, one RE2 call per match, mapped to the string values they fall in.
 """
 
 from __future__ import annotations
@@ -430,6 +433,7 @@ class RedactionProcessor(Processor):
         self.url_keys = frozenset(config.url_sanitizer.attributes
                                   if config.url_sanitizer.enabled else ())
         self.prefilter, self.check_all = self._prefilter(config)
+        self.silent = config.summary == "silent"
         self.dense = self._dense(config)
         self.dense_after, self.dense_share = DENSE_AFTER, DENSE_SHARE
         if self.check_all:
@@ -468,7 +472,7 @@ class RedactionProcessor(Processor):
                 or any(relax(p.regex) != p.regex for p, _ in self.rules.patterns)):
             return None
         keys = list(config.blocked_key_patterns)
-        if config.summary != "silent":  # these keys change the summary counts
+        if not self.silent:  # these keys change the summary counts
             keys += [re2.escape(k) for k in config.ignored_keys] + config.ignored_key_patterns
             keys.append(re2.escape("redaction."))
         alternation = "|".join(f"(?:{relax(k)})" for k in keys) or None
@@ -481,10 +485,9 @@ class RedactionProcessor(Processor):
         body); None when its key needs the per-value walk."""
         if key is not None:
             action = self.rules.key_action(key)
-            silent = self.config.summary == "silent"
-            if action == IGNORE and silent:
+            if action == IGNORE and self.silent:
                 return text, False
-            if action != CHECK and not (action == SUMMARY and silent):
+            if action != CHECK and not (action == SUMMARY and self.silent):
                 return None
         return self.rules.apply(text, spans)
 
@@ -596,7 +599,7 @@ class _Walk:
         self.signal = batch.signal
         self.dirty = False
         self.changes = 0
-        self.silent = proc.config.summary == "silent"
+        self.silent = proc.silent
         self.item = {Signal.TRACES: self.span, Signal.LOGS: self.log,
                      Signal.METRICS: self.metric}[batch.signal]
 

@@ -4,12 +4,19 @@ When most items carry a match, the sparse path (relaxed prefilter over the reque
 flagged value checked again on its own) costs several RE2 calls per value, and each call into
 google-re2 costs about a microsecond whatever the text. Here one RE2 Set pass over the request
 names the value patterns present, then each of those runs over the request once, one call per
-match. Every pattern taken here is free of zero-width assertions, so a match lying inside one
-string value is exactly a match of that value on its own: the scan positions agree value by
-value as long as no match crosses a value's bounds, and the refine steps get the value's own
-text. Whatever this path does not follow (a match crossing a value's bounds or sitting in a
-nested, non-string or non-ASCII value, events, links, status, a key-pattern hit) sends its item
-to the processor's per-value walk instead, so the output is the sparse path's output.
+match, and a walk of the framing maps the matches to the string values they fall in.
+
+Why that is exact: every pattern taken here is free of zero-width assertions, so whether a
+substring matches does not depend on the bytes around it, and every match of a value on its
+own is a match in the request. A pattern's successive matches over the request then agree,
+value by value, with its matches over each value alone, as long as none crosses the value's
+bounds; a pattern with a match that does (glued to a framing byte: the tag of the next
+attribute is `J` in spans, `2` in logs) is matched again within that value alone. The refine
+steps (Luhn, mod-97, digit boundaries) get the value's own text. Whatever this path does not
+follow (a match in a nested, bytes or non-ASCII value, in events, links, status or a redacted
+span name, a key-pattern hit, a match across two items, a value the parsed message does not
+hold as located) sends its item to the processor's per-value walk, so the output is the
+sparse path's output byte for byte.
 """
 
 from __future__ import annotations
@@ -145,6 +152,8 @@ def _frame(blob: bytes) -> _Frame:
                 tag = blob[i]
                 if tag != 0x12:  # not items (field 2, length-delimited) in one byte
                     number3, wire3, e, i = _field(blob, i)
+                    if i > d:
+                        raise ValueError("field runs past its scope")
                     if number3 != 2 or wire3 != 2:
                         continue
                     n = i - e
