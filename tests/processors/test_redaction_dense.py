@@ -180,16 +180,17 @@ def test_metrics_and_unsupported_configs_keep_the_sparse_path():
         assert build("redaction", config, Signal.TRACES).dense is None, config
 
 
-def test_density_decides_the_path():
+@pytest.mark.parametrize(("every", "dense"), [(1, True), (2, True), (10, False), (0, False)])
+def test_density_decides_the_path(every, dense):
+    """Every `every`-th record's body holds two matches (0: none): the dense path from a
+    projected quarter of the records on."""
+    req = logs_request(1000, body="user {i} paid")
+    for i, record in enumerate(req.resource_logs[0].scope_logs[0].log_records):
+        if every and i % every == 0:
+            record.body.string_value = f"user a{i}@example.com paid with 4111 1111 1111 1111"
     proc = build("redaction", BENCH, Signal.LOGS)
-    dense = logs_request(1000).SerializeToString()
-    assert isinstance(proc._hits(Batch.from_bytes(Signal.LOGS, dense)), bytes)
-    sparse = logs_request(1000, body="user {i} paid").SerializeToString()
-    assert not isinstance(proc._hits(Batch.from_bytes(Signal.LOGS, sparse)), bytes)
-    records = logs_request(1000, body="user {i} paid")
-    records.resource_logs[0].scope_logs[0].log_records[500].body.string_value = "a@b.io"
-    few = records.SerializeToString()
-    assert not isinstance(proc._hits(Batch.from_bytes(Signal.LOGS, few)), bytes)
+    hits = proc._hits(Batch.from_bytes(Signal.LOGS, req.SerializeToString()))
+    assert isinstance(hits, bytes) is dense
 
 
 # -- property: dense == sparse on random requests -------------------------------------------
