@@ -302,7 +302,7 @@ class DenseScanner:
     def _attribute(self, blob: bytes, a: int, b: int, hits: list[Match],
                    index: int) -> Leaf | None:
         key = value = None
-        c = a + 2 + blob[a + 1]  # the usual encoding: key (short), then value (short)
+        c = a + 2 + blob[a + 1] if b - a >= 4 else b  # the usual encoding: short key, value
         if blob[a] == 0x0A and blob[a + 1] < 0x80 and c + 2 <= b and blob[c] == 0x12 \
                 and blob[c + 1] < 0x80 and c + 2 + blob[c + 1] == b:
             key, value = (a + 2, c), (c + 2, b)
