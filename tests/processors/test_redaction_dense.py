@@ -195,6 +195,20 @@ def test_density_decides_the_path(every, dense):
     assert isinstance(hits, bytes) is dense
 
 
+def test_key_hits_do_not_make_a_request_dense():
+    """A blocked key on every record (its value masked whole) keeps the sparse path, which
+    walks just the flagged attributes."""
+    req = logs_request(200, body="user {i} paid")
+    for record in req.resource_logs[0].scope_logs[0].log_records:
+        put(record.attributes, {"http.request.header.authorization": "Basic abc"})
+    proc = build("redaction", BENCH, Signal.LOGS)
+    assert not isinstance(proc._hits(Batch.from_bytes(Signal.LOGS, req.SerializeToString())),
+                          bytes)
+    out = same_output(BENCH, Signal.LOGS, req.SerializeToString())
+    record = ExportLogsServiceRequest.FromString(out).resource_logs[0].scope_logs[0].log_records[0]
+    assert as_dict(record.attributes)["http.request.header.authorization"] == "****"
+
+
 # -- property: dense == sparse on random requests -------------------------------------------
 
 GLUE = st.sampled_from(["", " ", "J", "2", "z", "-", ".", "@", "\n", "x", "9", "Z"])

@@ -534,12 +534,17 @@ class RedactionProcessor(Processor):
             return None
 
     def _is_dense(self, batch: Batch, blob: bytes, spans: list[tuple[int, int]]) -> bool:
-        """Whether the first prefilter `spans`, at their pace, flag a large share of items."""
-        if (self.dense is None or batch.signal not in self.dense.layouts
-                or len(spans) < self.dense_after):
+        """Whether the first prefilter `spans`, at their pace, flag a large share of items
+        with values (key hits do not count: the dense path walks their items as the sparse
+        path does, after a scan of its own)."""
+        dense = self.dense
+        if dense is None or batch.signal not in dense.layouts or len(spans) < self.dense_after:
             return False
-        return not spans or (len(spans) * len(blob)
-                             >= spans[-1][1] * batch.item_count() * self.dense_share)
+        if not spans:
+            return True
+        keys = dense.keys
+        values = len(spans) if keys is None else sum(not keys.search(blob[s:e]) for s, e in spans)
+        return values * len(blob) >= spans[-1][1] * batch.item_count() * self.dense_share
 
     def _redact_dense(self, batch: Batch, blob: bytes) -> None:
         walk = _Walk(self, batch)
@@ -548,7 +553,7 @@ class RedactionProcessor(Processor):
         except (ValueError, IndexError):  # framing we cannot follow: check everything
             walk.everything(None)
             return
-        walk.dense(plan)
+        walk.dense(plan, blob)
 
 
 class _Report:
@@ -657,10 +662,12 @@ class _Walk:
             return None
         return _splice(hits.blob, (0, 0, len(hits.blob)), top)
 
-    def dense(self, plan: Plan) -> None:
+    def dense(self, plan: Plan, blob: bytes) -> None:
         """Apply a dense-path plan: visit the flagged resources and scopes, mask the located
-        values, and give the items it could not follow the per-value walk."""
+        values, and give the items it could not follow the per-value walk of the fields its
+        matches touch (as the sparse path walks the fields the prefilter flags)."""
         sig = self.signal
+        located = None
         resources = getattr(self.batch.message, sig.resource_field)
         for ri in sorted(plan.resources):
             self.resource(resources[ri].resource, True)
@@ -673,7 +680,9 @@ class _Walk:
                 items = getattr(getattr(resources[ri], sig.scope_field)[si], sig.item_field)
             item = items[k]
             if not (leaves and self.leaves(item, leaves)):
-                self.item(item, True)
+                if located is None:
+                    located = Located(blob, _Overlap(_merge([m[:2] for m in plan.matches])), {})
+                self.item(item, True, located.children(plan.bounds[ri, si, k]))
 
     def leaves(self, item: Any, leaves: list[Leaf]) -> bool:
         """Write the masked values the dense path located in one item; False (nothing

@@ -63,10 +63,13 @@ Decide = Callable[[str | None, str, Spans], tuple[str, bool] | None]
 class Plan:
     """What the processor does to a request: visit, walk or mask where."""
 
+    matches: list[Match]  # every match, sorted by start
     resources: set[int] = field(default_factory=set)
     scopes: set[tuple[int, int]] = field(default_factory=set)
     walk: set[ItemId] = field(default_factory=set)
     leaves: dict[ItemId, list[Leaf]] = field(default_factory=dict)
+    # (header start, value start, value end) of the items walked or with leaves
+    bounds: dict[ItemId, tuple[int, int, int]] = field(default_factory=dict)
 
 
 class NeedsWalk(Exception):
@@ -208,12 +211,13 @@ class DenseScanner:
         """Where the matches fall. Raises ValueError/IndexError on framing it cannot follow."""
         layout = self.layouts[signal]
         frame = _frame(blob)
-        plan = Plan()
+        plan = Plan(self.matches(blob))
         heads, bounds, ids = frame.heads, frame.bounds, frame.ids
         t, a, b, hits = -1, 0, 0, []
-        for m in [*self.matches(blob), (len(blob), len(blob), KEY, 0, 0)]:  # + end marker
+        for m in [*plan.matches, (len(blob), len(blob), KEY, 0, 0)]:  # + end marker
             if m[0] >= b:  # past the current item: its hits are all in
                 if hits:
+                    plan.bounds[ids[t]] = (heads[t], a, b)
                     self._item(blob, bounds[t], ids[t], hits, layout, plan)
                     hits = []
                 t = bisect_right(heads, m[0]) - 1
@@ -245,6 +249,7 @@ class DenseScanner:
         while t < len(frame.heads) and frame.heads[t] < e:
             if frame.bounds[t][1] > s:
                 plan.walk.add(frame.ids[t])
+                plan.bounds[frame.ids[t]] = (frame.heads[t], *frame.bounds[t])
             t += 1
         plan.resources.update(ri for a, b, ri in frame.resources if a < e and s < b)
         plan.scopes.update((ri, si) for a, b, ri, si in frame.scopes if a < e and s < b)
