@@ -13,7 +13,7 @@ value by value, with its matches over each value alone, as long as none crosses 
 bounds; a pattern with a match that does (glued to a framing byte: the tag of the next
 attribute is `J` in spans, `2` in logs) is matched again within that value alone. The refine
 steps (Luhn, mod-97, digit boundaries) get the value's own text. Whatever this path does not
-follow (a match in a nested, bytes or non-ASCII value, in events, links, status or a redacted
+follow (a match in a nested or bytes value, in events, links, status or a redacted
 span name, a key-pattern hit, a match across two items, a value the parsed message does not
 hold as located) sends its item to the processor's per-value walk, so the output is the
 sparse path's output byte for byte.
@@ -345,8 +345,6 @@ class DenseScanner:
         if end != b:
             raise NeedsWalk  # not a plain string value (or more fields after it)
         raw = blob[start:end]
-        if not raw.isascii():
-            raise NeedsWalk
         again = None
         for m in hits:
             if m[0] < start or m[1] > end:
@@ -357,17 +355,24 @@ class DenseScanner:
             for i in again:
                 pattern, regex = self.patterns[i]
                 hits += regex.all_in(blob, i, pattern.group, start, end)
-        text = raw.decode("ascii")
-        spans: Spans = []
-        refines = self.refines
-        for _s, _e, i, gs, ge in hits:
-            if gs < 0 or ge <= gs:
-                continue
-            refine = refines[i]
-            if refine is None:
-                spans.append((gs - start, ge - start))
-            else:
-                spans += refine(text, gs - start, ge - start)
+        ascii_ = raw.isascii()
+        try:  # byte offsets to character offsets as `Regex.spans` converts them
+            text = raw.decode("ascii") if ascii_ else raw.decode()
+            spans: Spans = []
+            refines = self.refines
+            for _s, _e, i, gs, ge in hits:
+                if gs < 0 or ge <= gs:
+                    continue
+                gs, ge = gs - start, ge - start
+                if not ascii_:
+                    gs, ge = len(raw[:gs].decode()), len(raw[:ge].decode())
+                refine = refines[i]
+                if refine is None:
+                    spans.append((gs, ge))
+                else:
+                    spans += refine(text, gs, ge)
+        except UnicodeDecodeError:
+            raise NeedsWalk from None
         if not spans:
             return None
         decided = self.decide(key, text, spans)
