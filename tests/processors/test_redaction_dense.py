@@ -237,19 +237,22 @@ def values(draw):
 def requests(draw):
     signal = draw(st.sampled_from([Signal.LOGS, Signal.TRACES]))
     req = signal.request_type()
-    rx = getattr(req, signal.resource_field).add()
-    put(rx.resource.attributes, {"service.name": draw(values())})
-    items = getattr(getattr(rx, signal.scope_field).add(), signal.item_field)
     keys = st.sampled_from(["a", "b", "safe", "password", "k.token", "redaction.masked.count"])
-    for _ in range(draw(st.integers(1, 6))):
-        item = items.add()
-        put(item.attributes, draw(st.dictionaries(keys, values(), max_size=4)))
-        if signal is Signal.LOGS:
-            item.body.string_value = draw(values())
-        else:
-            item.name = draw(values())
-            if draw(st.booleans()):
-                item.status.message = draw(values())
+    for _ in range(draw(st.integers(1, 2))):
+        rx = getattr(req, signal.resource_field).add()
+        put(rx.resource.attributes, {"service.name": draw(values())})
+        for _ in range(draw(st.integers(1, 2))):
+            sx = getattr(rx, signal.scope_field).add()
+            put(sx.scope.attributes, draw(st.dictionaries(keys, values(), max_size=1)))
+            for _ in range(draw(st.integers(1, 4))):
+                item = getattr(sx, signal.item_field).add()
+                put(item.attributes, draw(st.dictionaries(keys, values(), max_size=4)))
+                if signal is Signal.LOGS:
+                    item.body.string_value = draw(values())
+                else:
+                    item.name = draw(values())
+                    if draw(st.booleans()):
+                        item.status.message = draw(values())
     return signal, req.SerializeToString()
 
 

@@ -175,6 +175,16 @@ def _frame(blob: bytes) -> _Frame:
     return out
 
 
+def _overlapping(records: list, s: int, e: int) -> Iterator:
+    """The (start, end, ...) records, sorted by start and nested or disjoint, that overlap
+    [s, e)."""
+    r = max(bisect_right(records, (s, float("inf"))) - 1, 0)
+    while r < len(records) and records[r][0] < e:
+        if records[r][1] > s:
+            yield records[r]
+        r += 1
+
+
 class DenseScanner:
     """Exact value-pattern matches over a serialized request, mapped to string values."""
 
@@ -222,9 +232,13 @@ class DenseScanner:
                     hits = []
                 t = bisect_right(heads, m[0]) - 1
                 a, b = bounds[t] if t >= 0 else (0, 0)
-            if a <= m[0] and m[1] <= b and m[2] != KEY:
-                hits.append(m)
-            elif m[0] < len(blob):
+            if a <= m[0] and m[1] <= b:
+                if m[2] != KEY:
+                    hits.append(m)
+                elif m[0] < len(blob):  # a key hit inside the item: walk it
+                    plan.walk.add(ids[t])
+                    plan.bounds[ids[t]] = (heads[t], a, b)
+            else:
                 self._stray(frame, m[0], m[1], plan)
         for item in plan.walk:
             plan.leaves.pop(item, None)
@@ -242,8 +256,8 @@ class DenseScanner:
 
     @staticmethod
     def _stray(frame: _Frame, s: int, e: int, plan: Plan) -> None:
-        """A match not inside one item (or a key hit): walk every item it touches and visit
-        every resource and scope it touches."""
+        """A match not inside one item: walk every item it touches and visit every resource
+        and scope it touches."""
         e = max(e, s + 1)
         t = max(bisect_right(frame.heads, s) - 1, 0)
         while t < len(frame.heads) and frame.heads[t] < e:
@@ -251,8 +265,8 @@ class DenseScanner:
                 plan.walk.add(frame.ids[t])
                 plan.bounds[frame.ids[t]] = (frame.heads[t], *frame.bounds[t])
             t += 1
-        plan.resources.update(ri for a, b, ri in frame.resources if a < e and s < b)
-        plan.scopes.update((ri, si) for a, b, ri, si in frame.scopes if a < e and s < b)
+        plan.resources.update(ri for _a, _b, ri in _overlapping(frame.resources, s, e))
+        plan.scopes.update((ri, si) for _a, _b, ri, si in _overlapping(frame.scopes, s, e))
 
     def _leaves(self, blob: bytes, bounds: tuple[int, int], hits: list[Match],
                 layout: ItemLayout) -> list[Leaf]:
