@@ -224,22 +224,24 @@ class DenseScanner:
         plan = Plan(self.matches(blob))
         heads, bounds, ids = frame.heads, frame.bounds, frame.ids
         t, a, b, hits = -1, 0, 0, []
-        for m in [*plan.matches, (len(blob), len(blob), KEY, 0, 0)]:  # + end marker
+        end = (len(blob), len(blob), KEY, 0, 0)
+        for m in [*plan.matches, end]:
             if m[0] >= b:  # past the current item: its hits are all in
                 if hits:
                     plan.bounds[ids[t]] = (heads[t], a, b)
                     self._item(blob, bounds[t], ids[t], hits, layout, plan)
                     hits = []
+                if m is end:
+                    break
                 t = bisect_right(heads, m[0]) - 1
                 a, b = bounds[t] if t >= 0 else (0, 0)
-            if a <= m[0] and m[1] <= b:
-                if m[2] != KEY:
-                    hits.append(m)
-                elif m[0] < len(blob):  # a key hit inside the item: walk it
-                    plan.walk.add(ids[t])
-                    plan.bounds[ids[t]] = (heads[t], a, b)
-            else:
+            if not (a <= m[0] and m[1] <= b):
                 self._stray(frame, m[0], m[1], plan)
+            elif m[2] != KEY:
+                hits.append(m)
+            else:  # a key hit inside the item: walk it
+                plan.walk.add(ids[t])
+                plan.bounds[ids[t]] = (heads[t], a, b)
         for item in plan.walk:
             plan.leaves.pop(item, None)
         return plan
