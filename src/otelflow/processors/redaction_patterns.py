@@ -285,15 +285,21 @@ class ValuePattern:
         """The regex the request-wide prefilter relaxes (the narrower one when given)."""
         return self.prefilter or self.regex
 
-    def spans(self, compiled: Regex, text: str) -> Iterator[Span]:
-        """The spans of `text` to mask."""
-        for start, end in compiled.spans(text, self.group):
-            if start < 0 or end <= start:
+    def spans(self, compiled: Regex, text: str) -> list[Span]:
+        """The spans of `text` to mask (the matches of `compiled`, this pattern's regex)."""
+        data = text.encode()
+        chars = len(data) != len(text)
+        out: list[Span] = []
+        for _start, _end, _label, start, end in compiled.all_in(data, 0, self.group):
+            if start < 0 or end <= start:  # an empty match, or the group took no part
                 continue
+            if chars:
+                start, end = len(data[:start].decode()), len(data[:end].decode())
             if self.refine is None:
-                yield start, end
+                out.append((start, end))
             else:
-                yield from self.refine(text, start, end)
+                out += self.refine(text, start, end)
+        return out
 
 
 _HEX4 = "[0-9A-Fa-f]{1,4}"
