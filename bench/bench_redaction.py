@@ -1,7 +1,10 @@
 """Throughput of the `redaction` processor, per core, with and without it in the pipeline.
 
 Shape (issue 4): spans with 10 string attributes, 6 blocked key patterns, the 8 common value
-patterns; 1,000-span requests; a share of spans carrying one planted PII value (0%, 1%, 10%).
+patterns; 1,000-span requests; a share of spans carrying one planted PII value (0%, 1%, 10%,
+100%). `logs` (issue 12): bench/run.py's `logs_redaction` scenario in process: 1,000-record
+requests from bench/loadgen.py (every body holds an e-mail address and a card number, ten
+benign attributes), bench/run.py's `REDACTION` config.
 
 Two measurements, each the median of several runs, in CPU seconds of the measured process
 (the machine is shared, so wall time is noisy):
@@ -9,12 +12,13 @@ Two measurements, each the median of several runs, in CPU seconds of the measure
 - `inprocess`: one thread, no network. Baseline pipeline = what a receiver and an exporter do
   with a request (`Batch.from_bytes` then `to_bytes`, which reuses the received bytes when
   nothing changed them); with redaction = the same with `redact()` between. Also the
-  processor alone (spans/s through `redact()` of already-parsed batches).
+  processor alone (spans/s through `redact()` of already-parsed batches) and its cost per
+  item including the re-encoding of changed requests (with - without, per item).
 - `collector`: `otelflow run` subprocesses (otlp gRPC receiver -> [redaction] -> file exporter
   writing length-prefixed protobuf to /dev/null) fed by a gRPC load generator in this
   process; spans per CPU-second of the collector process.
 
-Usage: PYTHONPATH=src python bench/bench_redaction.py [inprocess|collector|all] [--runs N]
+Usage: PYTHONPATH=src python bench/bench_redaction.py [inprocess|logs|collector|all] [--runs N]
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from otelflow.testing.process import CollectorProcess, free_port
 
 SPANS_PER_REQUEST = 1000
 REQUESTS = 20
-PII_RATES = (0.0, 0.01, 0.10)
+PII_RATES = (0.0, 0.01, 0.10, 1.0)
 CONFIG = {
     "allow_all_keys": True,
     "value_patterns": ["common"],  # the 8 common patterns
@@ -78,11 +82,11 @@ def make_request(pii_rate: float, seed: int) -> bytes:
     return req.SerializeToString()
 
 
-def processor() -> RedactionProcessor:
+def processor(config: dict = CONFIG, signal: Signal = Signal.TRACES) -> RedactionProcessor:
     settings = CreateSettings(id=ComponentID("redaction"), kind=Kind.PROCESSOR,
                               logger=structlog.get_logger(), metrics=SelfMetrics(),
-                              signal=Signal.TRACES)
-    return RedactionProcessor(settings, RedactionConfig.model_validate(CONFIG), None)
+                              signal=signal)
+    return RedactionProcessor(settings, RedactionConfig.model_validate(config), None)
 
 
 def per_cpu_second(n: int, fn: Callable[[], object]) -> float:
@@ -91,43 +95,66 @@ def per_cpu_second(n: int, fn: Callable[[], object]) -> float:
     return n / (time.process_time() - start)
 
 
-def baseline(payloads: list[bytes]) -> None:
+def baseline(signal: Signal, payloads: list[bytes]) -> None:
     """What a receiver and an exporter do with each request when nothing changes it."""
     for raw in payloads:
-        Batch.from_bytes(Signal.TRACES, raw).to_bytes()
+        Batch.from_bytes(signal, raw).to_bytes()
 
 
-def with_redaction(proc: RedactionProcessor, payloads: list[bytes]) -> None:
+def with_redaction(proc: RedactionProcessor, signal: Signal, payloads: list[bytes]) -> None:
     for raw in payloads:
-        proc.redact(Batch.from_bytes(Signal.TRACES, raw)).to_bytes()
+        proc.redact(Batch.from_bytes(signal, raw)).to_bytes()
 
 
-def processor_alone(proc: RedactionProcessor, payloads: list[bytes]) -> float:
-    """Spans per CPU-second through `redact()` alone (requests parsed beforehand)."""
-    batches = [Batch.from_bytes(Signal.TRACES, raw) for raw in payloads]
+def processor_alone(proc: RedactionProcessor, signal: Signal, payloads: list[bytes]) -> float:
+    """Items per CPU-second through `redact()` alone (requests parsed beforehand)."""
+    batches = [Batch.from_bytes(signal, raw) for raw in payloads]
     for batch in batches:
         batch.message  # noqa: B018  (parse now, outside the timing)
     return per_cpu_second(len(payloads) * SPANS_PER_REQUEST,
                           lambda: [proc.redact(b) for b in batches])
 
 
+HEADER = ("| {unit} | processor alone ({items}/s) | processor incl. re-encoding (us/{item}) | "
+          "pipeline without ({items}/s) | pipeline with ({items}/s) | "
+          "ratio with/without |\n|---|---|---|---|---|---|")
+
+
+def measure(label: str, proc: RedactionProcessor, signal: Signal, payloads: list[bytes],
+            runs: int) -> None:
+    """One table row: medians of `runs` runs; with/without alternated, ratios of pairs."""
+    n = len(payloads) * SPANS_PER_REQUEST
+    only = statistics.median(processor_alone(proc, signal, payloads) for _ in range(runs))
+    pairs = [(per_cpu_second(n, partial(baseline, signal, payloads)),
+              per_cpu_second(n, partial(with_redaction, proc, signal, payloads)))
+             for _ in range(runs)]  # alternated, so load drift hits both alike
+    without = statistics.median(p[0] for p in pairs)
+    with_ = statistics.median(p[1] for p in pairs)
+    ratio = statistics.median(p[1] / p[0] for p in pairs)
+    cost = statistics.median(1e6 / p[1] - 1e6 / p[0] for p in pairs)
+    print(f"| {label} | {only:,.0f} | {cost:.1f} | {without:,.0f} | {with_:,.0f} | "
+          f"{ratio:.2f} |", flush=True)
+
+
 def inprocess(runs: int) -> None:
     proc = processor()
-    print("| PII spans | processor alone (spans/s) | pipeline without (spans/s) | "
-          "pipeline with (spans/s) | ratio with/without (median of pairs) |\n|---|---|---|---|---|",
-          flush=True)
+    print(HEADER.format(unit="PII spans", items="spans", item="span"), flush=True)
     for rate in PII_RATES:
         payloads = [make_request(rate, seed) for seed in range(REQUESTS)]
-        n = len(payloads) * SPANS_PER_REQUEST
-        only = statistics.median(processor_alone(proc, payloads) for _ in range(runs))
-        pairs = [(per_cpu_second(n, partial(baseline, payloads)),
-                  per_cpu_second(n, partial(with_redaction, proc, payloads)))
-                 for _ in range(runs)]  # alternated, so load drift hits both alike
-        without = statistics.median(p[0] for p in pairs)
-        with_ = statistics.median(p[1] for p in pairs)
-        ratio = statistics.median(p[1] / p[0] for p in pairs)
-        print(f"| {rate:.0%} | {only:,.0f} | {without:,.0f} | {with_:,.0f} | {ratio:.2f} |",
-              flush=True)
+        measure(f"{rate:.0%}", proc, Signal.TRACES, payloads, runs)
+
+
+def logs(runs: int) -> None:
+    """bench/run.py's logs_redaction scenario (every record masked), in process."""
+    from loadgen import build_logs  # bench/ is on the path when this runs as a script
+    from run import REDACTION
+
+    config = yaml.safe_load(REDACTION)["redaction"]
+    proc = processor(config, Signal.LOGS)
+    payloads = [build_logs(SPANS_PER_REQUEST, 10, seed, "default").SerializeToString()
+                for seed in range(REQUESTS)]
+    print(HEADER.format(unit="requests", items="records", item="record"), flush=True)
+    measure("logs_redaction (100% PII)", proc, Signal.LOGS, payloads, runs)
 
 
 def collector(runs: int) -> None:
@@ -176,12 +203,17 @@ def measure_collector(payloads: list[bytes], redaction: dict | None, rounds: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", default="all", choices=["inprocess", "collector", "all"])
+    parser.add_argument("mode", nargs="?", default="all",
+                        choices=["inprocess", "logs", "collector", "all"])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     if args.mode in ("inprocess", "all"):
         print("## in-process pipeline, 1,000-span requests (median of", args.runs, "runs)")
         inprocess(args.runs)
+    if args.mode in ("logs", "all"):
+        print("\n## in-process pipeline, bench/run.py logs_redaction requests (median of",
+              args.runs, "runs)")
+        logs(args.runs)
     if args.mode in ("collector", "all"):
         runs = max(3, args.runs // 2)
         print(f"\n## otelflow run: OTLP gRPC in, file (proto) out (median of {runs} runs)")

@@ -16,6 +16,9 @@ only those are visited from Python; `batch.mutable()` is called on the first act
 and when a few items changed they are re-encoded and spliced into the received bytes.
 Allow-list mode (`allow_all_keys: false`) visits every key; `redact_all_types` and the URL
 sanitizer on span names / log bodies check every value (no byte pattern can announce them).
+When the first prefilter matches come thick enough to flag a quarter of the items or more,
+the request takes the dense path instead (`redaction_dense`): exact matches over the whole
+request, one RE2 call per match, mapped to the string values they fall in.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import hmac
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal
 
 import re2
@@ -35,6 +39,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from otelflow.component import Consumer, CreateSettings, Factory, Kind, Processor
 from otelflow.config.types import ConfigModel
 from otelflow.pdata import Batch, Signal, metric_points
+from otelflow.processors.redaction_dense import DenseScanner, Leaf, Plan
 from otelflow.processors.redaction_patterns import (
     GROUPS,
     LIBRARY,
@@ -118,6 +123,10 @@ _ATTR_SUMMARY = ("redaction.redacted.keys", "redaction.redacted.count",
 _BODY_SUMMARY = tuple(k.replace("redaction.", "redaction.body.") for k in _ATTR_SUMMARY)
 SUMMARY_KEYS = frozenset(_ATTR_SUMMARY + _BODY_SUMMARY)
 _KEY_CACHE_MAX = 65536
+# The dense path takes a request when its first DENSE_AFTER prefilter matches, spread at that
+# pace over the whole request, would flag at least DENSE_SHARE of its items.
+DENSE_AFTER = 16
+DENSE_SHARE = 0.25
 _URL_SPAN_KINDS = (2, 3)  # SPAN_KIND_SERVER, SPAN_KIND_CLIENT
 
 
@@ -151,6 +160,7 @@ class Rules:
         self.allowed_rxs = [Regex(p, longest=True) for p in config.allowed_values]
         self.all_types = config.redact_all_types
         self.mask = _masker(config)
+        self.fixed_mask = None if config.hash_function else MASK_TEXT
         self._keys: dict[str, int] = {}
 
     def key_action(self, key: str) -> int:
@@ -181,7 +191,14 @@ class Rules:
         if not which:
             return text, False
         patterns = self.patterns
-        spans = _merge(sorted(s for i in which for s in patterns[i][0].spans(patterns[i][1], text)))
+        return self.apply(text, [s for i in which for s in patterns[i][0].spans(patterns[i][1], text)])
+
+    def apply(self, text: str, spans: list[tuple[int, int]]) -> tuple[str, bool]:
+        """`mask_text` for the (unsorted, possibly overlapping) spans of `text` to mask."""
+        if len(spans) > 1:
+            spans = sorted(spans)
+            if len(spans) > 2 or spans[1][0] <= spans[0][1]:
+                spans = _merge(spans)
         exempted = False
         if spans and self.allowed_rxs:
             allowed = self._allowed_spans(text)
@@ -190,9 +207,15 @@ class Rules:
             spans = kept
         if not spans:
             return text, exempted
-        parts, pos = [], 0
+        if self.fixed_mask is not None and len(spans) <= 2:  # the usual case, spelled out
+            (a, b), fixed = spans[0], self.fixed_mask
+            if len(spans) == 1:
+                return text[:a] + fixed + text[b:], exempted
+            c, d = spans[1]
+            return text[:a] + fixed + text[b:c] + fixed + text[d:], exempted
+        mask, parts, pos = self.mask, [], 0
         for start, end in spans:
-            parts += (text[pos:start], self.mask(text[start:end]))
+            parts += (text[pos:start], mask(text[start:end]))
             pos = end
         parts.append(text[pos:])
         return "".join(parts), exempted
@@ -410,6 +433,9 @@ class RedactionProcessor(Processor):
         self.url_keys = frozenset(config.url_sanitizer.attributes
                                   if config.url_sanitizer.enabled else ())
         self.prefilter, self.check_all = self._prefilter(config)
+        self.silent = config.summary == "silent"
+        self.dense = self._dense(config)
+        self.dense_after, self.dense_share = DENSE_AFTER, DENSE_SHARE
         if self.check_all:
             self.log.info("redaction checks every value of every item (redact_all_types, the "
                           "URL sanitizer on names/bodies, or a pattern that can match empty "
@@ -438,6 +464,33 @@ class RedactionProcessor(Processor):
             return None, True  # a pattern matching the empty string would hit everywhere
         return any_of(relaxed), False
 
+    def _dense(self, config: RedactionConfig) -> DenseScanner | None:
+        """The dense path, when every change it has to find is a value pattern match (of a
+        pattern without zero-width assertions) or a key the key patterns flag."""
+        if (self.check_all or self.prefilter is None or not config.allow_all_keys
+                or self.url_keys or not self.rules.patterns
+                or any(relax(p.regex) != p.regex for p, _ in self.rules.patterns)):
+            return None
+        keys = list(config.blocked_key_patterns)
+        if not self.silent:  # these keys change the summary counts
+            keys += [re2.escape(k) for k in config.ignored_keys] + config.ignored_key_patterns
+            keys.append(re2.escape("redaction."))
+        alternation = "|".join(f"(?:{relax(k)})" for k in keys) or None
+        return DenseScanner(self.rules.patterns, alternation, config.redact_span_names,
+                            self._decide)
+
+    def _decide(self, key: str | None, text: str,
+                spans: list[tuple[int, int]]) -> tuple[str, bool] | None:
+        """(masked text, exempted) for a value the dense path located (`key` None: a log
+        body); None when its key needs the per-value walk."""
+        if key is not None:
+            action = self.rules.key_action(key)
+            if action == IGNORE and self.silent:
+                return text, False
+            if action != CHECK and not (action == SUMMARY and self.silent):
+                return None
+        return self.rules.apply(text, spans)
+
     async def consume(self, batch: Batch) -> None:
         await self.next_consumer.consume(self.redact(batch))
 
@@ -446,6 +499,9 @@ class RedactionProcessor(Processor):
         return the batch to pass on: when only some items changed, a batch whose bytes are the
         received ones with those items spliced in, so nothing else is re-encoded."""
         hits = self._hits(batch)
+        if isinstance(hits, bytes):
+            self._redact_dense(batch, hits)
+            return batch
         if hits is not None and not hits.resources and self.rules.allow_all:
             return batch
         walk = _Walk(self, batch)
@@ -457,18 +513,47 @@ class RedactionProcessor(Processor):
             return batch
         return Batch(batch.signal, message=batch.message, raw=spliced)
 
-    def _hits(self, batch: Batch) -> Located | None:
-        """Places the prefilter flags; None means "check every value"."""
+    def _hits(self, batch: Batch) -> Located | bytes | None:
+        """Places the prefilter flags; None means "check every value", bytes (the request's)
+        "take the dense path"."""
         if self.check_all:
             return None
         blob = batch.to_bytes() if self.prefilter is not None else b""
-        spans = list(self.prefilter.spans(blob)) if self.prefilter is not None else []
+        spans: list[tuple[int, int]] = []
+        if self.prefilter is not None:
+            found = self.prefilter.spans(blob)
+            spans = list(islice(found, self.dense_after))
+            if self._is_dense(batch, blob, spans):
+                return blob
+            spans += found
         if not spans:
             return Located(blob, _Overlap([]), {})
         try:
             return locate(blob, spans)
         except (ValueError, IndexError):  # framing we cannot follow: check everything
             return None
+
+    def _is_dense(self, batch: Batch, blob: bytes, spans: list[tuple[int, int]]) -> bool:
+        """Whether the first prefilter `spans`, at their pace, flag a large share of items
+        with values (key hits do not count: the dense path walks their items as the sparse
+        path does, after a scan of its own)."""
+        dense = self.dense
+        if dense is None or batch.signal not in dense.layouts or len(spans) < self.dense_after:
+            return False
+        if not spans:
+            return True
+        keys = dense.keys
+        values = len(spans) if keys is None else sum(not keys.search(blob[s:e]) for s, e in spans)
+        return values * len(blob) >= spans[-1][1] * batch.item_count() * self.dense_share
+
+    def _redact_dense(self, batch: Batch, blob: bytes) -> None:
+        walk = _Walk(self, batch)
+        try:
+            plan = self.dense.plan(batch.signal, blob)  # type: ignore[union-attr]
+        except (ValueError, IndexError):  # framing we cannot follow: check everything
+            walk.everything(None)
+            return
+        walk.dense(plan, blob)
 
 
 class _Report:
@@ -519,6 +604,7 @@ class _Walk:
         self.signal = batch.signal
         self.dirty = False
         self.changes = 0
+        self.silent = proc.silent
         self.item = {Signal.TRACES: self.span, Signal.LOGS: self.log,
                      Signal.METRICS: self.metric}[batch.signal]
 
@@ -575,6 +661,62 @@ class _Walk:
         if not self.dirty or not spliceable:
             return None
         return _splice(hits.blob, (0, 0, len(hits.blob)), top)
+
+    def dense(self, plan: Plan, blob: bytes) -> None:
+        """Apply a dense-path plan: visit the flagged resources and scopes, mask the located
+        values, and give the items it could not follow the per-value walk of the fields its
+        matches touch (as the sparse path walks the fields the prefilter flags)."""
+        sig = self.signal
+        located = None
+        resources = getattr(self.batch.message, sig.resource_field)
+        for ri in sorted(plan.resources):
+            self.resource(resources[ri].resource, True)
+        for ri, si in sorted(plan.scopes):
+            self.scope(getattr(resources[ri], sig.scope_field)[si].scope, True)
+        scope, items = None, None
+        for (ri, si, k), leaves in [*plan.leaves.items(), *((i, []) for i in sorted(plan.walk))]:
+            if scope is None or scope[0] != ri or scope[1] != si:
+                scope = ri, si
+                items = getattr(getattr(resources[ri], sig.scope_field)[si], sig.item_field)
+            item = items[k]
+            if not (leaves and self.leaves(item, leaves)):
+                if located is None:
+                    located = Located(blob, _Overlap(_merge([m[:2] for m in plan.matches])), {})
+                self.item(item, True, located.children(plan.bounds[ri, si, k]))
+
+    def leaves(self, item: Any, leaves: list[Leaf]) -> bool:
+        """Write the masked values the dense path located in one item; False (nothing
+        written) when the parsed item does not hold them as located."""
+        values = []
+        for index, key, text, _masked, _exempted in leaves:
+            if key is None:
+                value = item.body
+            else:
+                kv = item.attributes[index]
+                if kv.key != key:
+                    return False
+                value = kv.value
+            if value.string_value != text:
+                return False
+            values.append(value)
+        for value, (_index, _key, text, masked, _exempted) in zip(values, leaves, strict=True):
+            if masked != text:
+                self.touch()
+                value.string_value = masked
+        if not self.silent:
+            self.summarize_leaves(item, leaves)
+        return True
+
+    def summarize_leaves(self, item: Any, leaves: list[Leaf]) -> None:
+        report, body = _Report(), _Report()
+        for _index, key, text, masked, exempted in leaves:
+            into, path = (body, "body") if key is None else (report, key)
+            if exempted:
+                into.allowed.append(path)
+            if masked != text:
+                into.masked.append(path)
+        self.summarize(item.attributes, report)
+        self.summarize(item.attributes, body, _BODY_SUMMARY)
 
     def changed(self, visit: Callable[..., None], *args: Any) -> bool:
         """Run `visit(*args)`; True when it wrote anything."""

@@ -67,6 +67,23 @@ class Regex:
             yield span
             pos = end if end > start else end + 1
 
+    def all_in(self, data: bytes, label: int, group: int = 0, pos: int = 0,
+               endpos: int | None = None) -> list[tuple[int, ...]]:
+        """(start, end, `label`, group start, group end) in bytes of each successive
+        non-overlapping match in data[pos:endpos] (no empty match at endpos): `spans` for a
+        long buffer with many matches."""
+        match, out = self._re.Match, []
+        append = out.append
+        n = len(data) if endpos is None else endpos
+        while pos < n:
+            found = match(_UNANCHORED, data, pos, n)
+            start, end = found[0]
+            if start < 0:
+                return out
+            append((start, end, label, *found[group]))
+            pos = end if end > start else end + 1
+        return out
+
 
 class PatternSet:
     """Which of several RE2 patterns match somewhere in a text, in one DFA pass (RE2::Set)."""
@@ -152,13 +169,14 @@ def relax(pattern: str) -> str:
 # -- refine steps -------------------------------------------------------------------------
 
 
-_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # digit -> its Luhn-doubled value
+_PLAIN = bytes.maketrans(b"0123456789", bytes(range(10)))  # digit -> its value
+_DOUBLED = bytes.maketrans(b"0123456789", bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))  # Luhn-doubled
 
 
 def luhn_ok(digits: str) -> bool:
     """The Luhn checksum of a string of ASCII digits."""
-    values = [ord(c) - 48 for c in reversed(digits)]
-    return (sum(values[0::2]) + sum(_DOUBLED[d] for d in values[1::2])) % 10 == 0
+    data = digits.encode()[::-1]
+    return (sum(data[0::2].translate(_PLAIN)) + sum(data[1::2].translate(_DOUBLED))) % 10 == 0
 
 
 _DIGIT_RUN = re.compile("[0-9]+")
@@ -267,15 +285,21 @@ class ValuePattern:
         """The regex the request-wide prefilter relaxes (the narrower one when given)."""
         return self.prefilter or self.regex
 
-    def spans(self, compiled: Regex, text: str) -> Iterator[Span]:
-        """The spans of `text` to mask."""
-        for start, end in compiled.spans(text, self.group):
-            if start < 0 or end <= start:
+    def spans(self, compiled: Regex, text: str) -> list[Span]:
+        """The spans of `text` to mask (the matches of `compiled`, this pattern's regex)."""
+        data = text.encode()
+        chars = len(data) != len(text)
+        out: list[Span] = []
+        for _start, _end, _label, start, end in compiled.all_in(data, 0, self.group):
+            if start < 0 or end <= start:  # an empty match, or the group took no part
                 continue
+            if chars:
+                start, end = len(data[:start].decode()), len(data[:end].decode())
             if self.refine is None:
-                yield start, end
+                out.append((start, end))
             else:
-                yield from self.refine(text, start, end)
+                out += self.refine(text, start, end)
+        return out
 
 
 _HEX4 = "[0-9A-Fa-f]{1,4}"
