@@ -52,6 +52,7 @@ from otelflow.processors.redaction_patterns import (
     relax,
     sanitize_url,
 )
+from otelflow.wire import read_varint, varint
 
 PatternName = Literal[tuple(sorted(LIBRARY)) + tuple(GROUPS)]  # type: ignore[valid-type]
 HashFunction = Literal["", "md5", "sha1", "sha3", "hmac-sha256", "hmac-sha512"]
@@ -266,17 +267,6 @@ class ResourceHits:
     scopes: dict[int, ScopeHits] = field(default_factory=dict)
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = buf[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i
-        shift += 7
-
-
 def _len_fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, Bounds]]:
     """(field number, bounds) of each length-delimited field in buf[start:end]."""
     i = start
@@ -365,7 +355,7 @@ def _hit_fields(buf: bytes, start: int, end: int, hit: _Overlap) -> dict[int, di
             elif buf[i + 2] < 0x80:
                 n, a = (n & 0x7F) | (buf[i + 2] << 7), i + 3
             else:
-                n, a = _varint(buf, i + 1)
+                n, a = read_varint(buf, i + 1)
             i = a + n
             number = tag >> 3
         else:
@@ -388,30 +378,21 @@ def _splice(blob: bytes, record: Bounds, edits: list[tuple[Bounds, int, bytes]])
     in order; each edited field gets a fresh tag and length."""
     parts, pos = [], record[1]
     for (h, _a, b), number, value in edits:
-        parts += (blob[pos:h], _encode_varint(number << 3 | 2), _encode_varint(len(value)), value)
+        parts += (blob[pos:h], varint(number << 3 | 2), varint(len(value)), value)
         pos = b
     parts.append(blob[pos : record[2]])
     return b"".join(parts)
 
 
-def _encode_varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _one_field(buf: bytes, i: int) -> tuple[int, int, int]:
     """(field number, value start, next field start) of the field at `i`."""
-    key, i = _varint(buf, i)
+    key, i = read_varint(buf, i)
     wire = key & 7
     if wire == 2:
-        n, i = _varint(buf, i)
+        n, i = read_varint(buf, i)
         return key >> 3, i, i + n
     if wire == 0:
-        return key >> 3, i, _varint(buf, i)[1]
+        return key >> 3, i, read_varint(buf, i)[1]
     if wire in (1, 5):
         return key >> 3, i, i + (8 if wire == 1 else 4)
     raise ValueError(f"unsupported wire type {wire}")

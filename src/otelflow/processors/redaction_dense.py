@@ -30,6 +30,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otelflow.pdata import Signal
 from otelflow.processors.redaction_patterns import PatternSet, Regex, ValuePattern
+from otelflow.wire import read_varint
 
 KEY = -1  # pattern index of a key-prefilter hit: its item takes the per-value walk
 Match = tuple[int, int, int, int, int]  # (start, end, pattern index or KEY, group start, end)
@@ -87,30 +88,19 @@ class _Frame:
     scopes: list[tuple[int, int, int, int]] = field(default_factory=list)
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = buf[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i
-        shift += 7
-
-
 def _field(buf: bytes, i: int) -> tuple[int, int, int, int]:
     """(field number, wire type, value start, value end) of the field at buf[i]."""
     tag = buf[i]
     if tag < 0x80:
         i += 1
     else:
-        tag, i = _varint(buf, i)
+        tag, i = read_varint(buf, i)
     wire = tag & 7
     if wire == 2:
         n = buf[i]
         if n < 0x80:
             return tag >> 3, 2, i + 1, i + 1 + n
-        n, i = _varint(buf, i)
+        n, i = read_varint(buf, i)
         return tag >> 3, 2, i, i + n
     if wire == 0:
         a = i
@@ -164,7 +154,7 @@ def _frame(blob: bytes) -> _Frame:
                     n = blob[i + 1]
                     e = i + 2
                     if n >= 0x80:
-                        n, e = _varint(blob, i + 1)
+                        n, e = read_varint(blob, i + 1)
                     i = e + n
                     if i > d:
                         raise ValueError("item runs past its scope")
@@ -356,7 +346,7 @@ class DenseScanner:
             raise NeedsWalk  # not a plain string value
         start, n = a + 2, blob[a + 1]
         if n >= 0x80:
-            n, start = _varint(blob, a + 1)
+            n, start = read_varint(blob, a + 1)
         end = start + n
         if end != b:
             raise NeedsWalk  # not a plain string value (or more fields after it)
