@@ -54,7 +54,7 @@ service:
 
 def one_run(protocol: str, duration: float, batch: bool, tmp: str, i: int) -> tuple[float, float]:
     grpc_port, http_port, sink_port, mport = free_port(), free_port(), free_port(), free_port()
-    sink = start_sink("otlp", sink_port, f"{tmp}/sink-{protocol}-{i}.json")
+    sink, _address = start_sink("otlp", sink_port, f"{tmp}/sink-{protocol}-{i}.json")
     path = Path(tmp) / f"c-{protocol}-{i}.yaml"
     path.write_text(config(grpc_port, http_port, sink_port, mport, batch))
     collector = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "otelflow", "run",

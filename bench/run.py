@@ -63,12 +63,23 @@ BATCH = """
 """
 
 
+KAFKA_TOPIC = "otlp_spans"
+KAFKA_CLUSTER = """
+import sys
+from otelflow.testing.kafka_mock import MockKafkaCluster
+with MockKafkaCluster(brokers=3) as cluster:
+    cluster.create_topic(sys.argv[1], 6)
+    print(cluster.bootstrap_servers, flush=True)
+    sys.stdin.read()
+"""
+
+
 @dataclass
 class Scenario:
     name: str
     signal: str = "traces"
     processors: dict[str, str] = field(default_factory=dict)  # id -> YAML body
-    exporter: str = "otlp"  # otlp | prometheusremotewrite
+    exporter: str = "otlp"  # otlp | prometheusremotewrite | kafka
     items: int = 1000
     attrs: int = 10
     shape: str = "default"
@@ -82,6 +93,7 @@ SCENARIOS = [
     Scenario("agent", processors={"redaction": REDACTION, "tail_sampling": TAIL, "batch": BATCH}),
     Scenario("metrics_remote_write", signal="metrics", exporter="prometheusremotewrite"),
     Scenario("logs_redaction", signal="logs", processors={"redaction": REDACTION}),
+    Scenario("kafka", exporter="kafka"),
     Scenario("testbed_traces", items=100, shape="testbed", processors={"batch": BATCH},
              go_figure="~118,000 spans/s"),
     Scenario("testbed_metrics", signal="metrics", items=100, processors={"batch": BATCH},
@@ -91,15 +103,17 @@ SCENARIOS = [
 ]
 
 
-def collector_config(s: Scenario, port: int, sink_port: int, metrics_port: int) -> str:
+def collector_config(s: Scenario, port: int, sink: str, metrics_port: int) -> str:
+    """The collector's YAML; `sink` is the sink's host:port (the bootstrap list for kafka)."""
     procs = "".join(f"  {body.strip()}\n" if not body.startswith("\n") else body
                     for body in s.processors.values())
     if s.exporter == "otlp":
-        exporter = (f"  otlp:\n    endpoint: 127.0.0.1:{sink_port}\n    tls: {{insecure: true}}\n"
+        exporter = (f"  otlp:\n    endpoint: {sink}\n    tls: {{insecure: true}}\n"
                     "    compression: none\n")
+    elif s.exporter == "kafka":
+        exporter = (f"  kafka:\n    brokers: [{sink}]\n    traces: {{topic: {KAFKA_TOPIC}}}\n")
     else:
-        exporter = (f"  prometheusremotewrite:\n    endpoint: http://127.0.0.1:{sink_port}"
-                    "/api/v1/write\n")
+        exporter = f"  prometheusremotewrite:\n    endpoint: http://{sink}/api/v1/write\n"
     proc_list = ", ".join(s.processors)
     return f"""
 receivers:
@@ -137,13 +151,18 @@ def available(s: Scenario, registry: Registry) -> str | None:
     return None
 
 
-def start_sink(kind: str, port: int, stats: str) -> subprocess.Popen:
+def start_sink(kind: str, port: int, stats: str) -> tuple[subprocess.Popen, str]:
+    """The sink process on core 0 and the address the collector's exporter sends to."""
+    if kind == "kafka":  # librdkafka's mock cluster, in its own process
+        cmd = ["taskset", "-c", "0", sys.executable, "-c", KAFKA_CLUSTER, KAFKA_TOPIC]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return proc, proc.stdout.readline().strip()
     script = "sink.py" if kind == "otlp" else "prw_sink.py"
     cmd = ["taskset", "-c", "0", sys.executable, str(HERE / script), "--port", str(port),
            "--stats", stats]
     proc = subprocess.Popen(cmd)
     wait_for_port(port)
-    return proc
+    return proc, f"127.0.0.1:{port}"
 
 
 def scrape(metrics_port: int, signal: Signal, name: str = "") -> float:
@@ -243,9 +262,9 @@ def run_scenario(s: Scenario, duration: float, repeat: int, latency: bool) -> di
         for i in range(repeat + (1 if latency else 0)):
             port, sink_port, mport = free_port(), free_port(), free_port()
             stats = f"{tmp}/sink{i}.json"
-            sink = start_sink(s.exporter, sink_port, stats)
+            sink, sink_address = start_sink(s.exporter, sink_port, stats)
             cfg = Path(tmp) / f"c{i}.yaml"
-            cfg.write_text(collector_config(s, port, sink_port, mport))
+            cfg.write_text(collector_config(s, port, sink_address, mport))
             coll = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "otelflow", "run",
                                      "--config", str(cfg)], stderr=subprocess.DEVNULL)
             try:
