@@ -48,25 +48,41 @@ def tag_length(tag: int, n: int) -> bytes:
     return bytes((tag,)) + varint(n)
 
 
+def field_at(b: bytes, i: int) -> tuple[int, int, int, int]:
+    """(field number, wire type, value start, field end) of the field starting at b[i]; a
+    length-delimited field's value is b[value start:field end]. One-byte tags and lengths,
+    nearly all of them in OTLP, skip the varint call."""
+    try:
+        tag = b[i]
+        if tag < 0x80:
+            i += 1
+        else:
+            tag, i = read_varint(b, i)
+        wire = tag & 7
+        if wire == 2:
+            n = b[i]
+            if n < 0x80:
+                return tag >> 3, 2, i + 1, i + 1 + n
+            n, i = read_varint(b, i)
+            return tag >> 3, 2, i, i + n
+        if wire == 0:
+            value = i
+            while b[i] >= 0x80:
+                i += 1
+            return tag >> 3, 0, value, i + 1
+    except IndexError:
+        raise WireError("truncated field") from None
+    if wire == 1 or wire == 5:
+        return tag >> 3, wire, i, i + (8 if wire == 1 else 4)
+    raise WireError(f"unsupported wire type {wire}")
+
+
 def fields(b: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
     """(field number, wire type, field start, value start, field end) for each field in
-    b[start:end]; a length-delimited field's value is b[value start:field end]."""
+    b[start:end]."""
     i = start
     while i < end:
-        key, j = read_varint(b, i)
-        number, wire_type = key >> 3, key & 7
-        value = j
-        if wire_type == 2:
-            length, value = read_varint(b, j)
-            j = value + length
-        elif wire_type == 0:
-            _, j = read_varint(b, j)
-        elif wire_type == 1:
-            j += 8
-        elif wire_type == 5:
-            j += 4
-        else:
-            raise WireError(f"unsupported wire type {wire_type}")
+        number, wire_type, value, j = field_at(b, i)
         if j > end:
             raise WireError("field runs past the end of its message")
         yield number, wire_type, i, value, j

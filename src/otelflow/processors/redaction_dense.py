@@ -30,7 +30,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otelflow.pdata import Signal
 from otelflow.processors.redaction_patterns import PatternSet, Regex, ValuePattern
-from otelflow.wire import read_varint
+from otelflow.wire import field_at, fields, read_varint
 
 KEY = -1  # pattern index of a key-prefilter hit: its item takes the per-value walk
 Match = tuple[int, int, int, int, int]  # (start, end, pattern index or KEY, group start, end)
@@ -88,52 +88,17 @@ class _Frame:
     scopes: list[tuple[int, int, int, int]] = field(default_factory=list)
 
 
-def _field(buf: bytes, i: int) -> tuple[int, int, int, int]:
-    """(field number, wire type, value start, value end) of the field at buf[i]."""
-    tag = buf[i]
-    if tag < 0x80:
-        i += 1
-    else:
-        tag, i = read_varint(buf, i)
-    wire = tag & 7
-    if wire == 2:
-        n = buf[i]
-        if n < 0x80:
-            return tag >> 3, 2, i + 1, i + 1 + n
-        n, i = read_varint(buf, i)
-        return tag >> 3, 2, i, i + n
-    if wire == 0:
-        a = i
-        while buf[i] >= 0x80:
-            i += 1
-        return tag >> 3, 0, a, i + 1
-    if wire == 1 or wire == 5:
-        return tag >> 3, wire, i, i + (8 if wire == 1 else 4)
-    raise ValueError(f"unsupported wire type {wire}")
-
-
-def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """`_field` for each field in buf[start:end]."""
-    i = start
-    while i < end:
-        field_ = _field(buf, i)
-        i = field_[3]
-        if i > end:
-            raise ValueError("field runs past its record")
-        yield field_
-
-
 def _frame(blob: bytes) -> _Frame:
     """Walk request -> resource_X -> scope_X -> items (the same layout for every signal)."""
     out = _Frame()
     ri = -1
-    for number, wire, a, b in _fields(blob, 0, len(blob)):
+    for number, wire, _start, a, b in fields(blob, 0, len(blob)):
         if number != 1 or wire != 2:
             continue
         ri += 1
         out.resources.append((a, b, ri))
         si = -1
-        for inner, wire2, c, d in _fields(blob, a, b):
+        for inner, wire2, _start, c, d in fields(blob, a, b):
             if inner != 2 or wire2 != 2:
                 continue
             si += 1
@@ -144,7 +109,7 @@ def _frame(blob: bytes) -> _Frame:
                 h = i
                 tag = blob[i]
                 if tag != 0x12:  # not items (field 2, length-delimited) in one byte
-                    number3, wire3, e, i = _field(blob, i)
+                    number3, wire3, e, i = field_at(blob, i)
                     if i > d:
                         raise ValueError("field runs past its scope")
                     if number3 != 2 or wire3 != 2:
@@ -273,7 +238,7 @@ class DenseScanner:
             tag = blob[i]  # the usual fields inlined: one-byte tags, short lengths
             number, wire, a = tag >> 3, tag & 7, i + 1
             if tag >= 0x80 or (wire == 2 and blob[a] >= 0x80) or wire > 2:
-                number, wire, a, b = _field(blob, i)
+                number, wire, a, b = field_at(blob, i)
             elif wire == 2:
                 b = a + 1 + blob[a]
                 a += 1
@@ -318,7 +283,7 @@ class DenseScanner:
                 and blob[c + 1] < 0x80 and c + 2 + blob[c + 1] == b:
             key, value = (a + 2, c), (c + 2, b)
         else:
-            for number, wire, c, d in _fields(blob, a, b):
+            for number, wire, _start, c, d in fields(blob, a, b):
                 if wire == 2 and number in (1, 2):
                     if (key if number == 1 else value) is not None:
                         raise NeedsWalk  # a repeated singular field: merged by the parser
