@@ -163,6 +163,28 @@ def test_counter_start_time_kept_then_reset():
     assert reset["c_total"].sum.data_points[0].start_time_unix_nano == 3_000
 
 
+def test_text_format_created_series_set_each_series_start_time():
+    """prometheus_client's text format exposes `<name>_created` as a gauge family per counter,
+    histogram and summary; each series takes the creation time of its own label set (labels
+    in any order), and a series without one falls back to the first scrape."""
+    n = 300
+    text = ("# TYPE req_total counter\n"
+            + "".join(f'req_total{{route="/r{i}",code="200"}} {i}\n' for i in range(n))
+            + "req_total{route=\"/new\",code=\"200\"} 1\n"
+            + "# TYPE req_created gauge\n"
+            + "".join(f'req_created{{code="200",route="/r{i}"}} {1_700_000_000 + i}\n'
+                      for i in reversed(range(n)))
+            + "# TYPE lat histogram\nlat_bucket{le=\"+Inf\",m=\"a\"} 2\nlat_count{m=\"a\"} 2\n"
+            + "lat_sum{m=\"a\"} 0.5\n# TYPE lat_created gauge\nlat_created{m=\"a\"} 1.6e9\n")
+    got = convert(text, SeriesState(), 7)
+    starts = {attrs["route"]: p.start_time_unix_nano
+              for p in got["req_total"].sum.data_points
+              for attrs in [{a.key: a.value.string_value for a in p.attributes}]}
+    assert starts == {**{f"/r{i}": (1_700_000_000 + i) * 10**9 for i in range(n)}, "/new": 7}
+    assert got["lat"].histogram.data_points[0].start_time_unix_nano == 1_600_000_000 * 10**9
+    assert "req_created" not in got  # folded into the counter
+
+
 def test_openmetrics_created_sets_start_time_and_unit():
     text = ("# TYPE c_seconds counter\n# UNIT c_seconds seconds\nc_seconds_total 5\n"
             "c_seconds_created 1700000000.5\n# TYPE g gauge\ng 1\n# EOF\n")

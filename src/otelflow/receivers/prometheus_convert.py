@@ -45,7 +45,7 @@ def families_to_metrics(families: Iterable, now_ns: int, state: SeriesState,
                         scope: metrics_pb2.ScopeMetrics) -> set[SeriesKey]:
     """Append one OTLP metric per family to `scope`; return the series keys written."""
     families = list(families)
-    created = {f.name[: -len("_created")]: f for f in families
+    created = {f.name[: -len("_created")]: _created_index(f.samples) for f in families
                if f.name.endswith("_created") and f.type in ("gauge", "unknown")}
     counters = {f.name for f in families if f.type == "counter"}
     written: set[SeriesKey] = set()
@@ -72,31 +72,30 @@ def _key(name: str, labels: dict[str, str]) -> SeriesKey:
     return name, tuple(sorted(labels.items()))
 
 
-def _created_ns(created, labels: dict[str, str]) -> int | None:
-    if created is None:
-        return None
-    for sample in created.samples:
-        if sample.labels == labels:
-            return int(sample.value * 1e9)
-    return None
+Created = dict[tuple[tuple[str, str], ...], int]  # sorted labels -> creation time (ns)
 
 
-def _counter(family, metric, now_ns, state, created) -> set[SeriesKey]:
+def _created_index(samples: Iterable) -> Created:
+    """`<name>_created` samples by label set, looked up once per series (not scanned)."""
+    return {tuple(sorted(s.labels.items())): int(s.value * 1e9) for s in samples}
+
+
+def _counter(family, metric, now_ns, state, created: Created | None) -> set[SeriesKey]:
     samples = [s for s in family.samples if s.name.endswith("_total") or s.name == family.name]
     name = samples[0].name if samples else family.name
     _metric(family, metric, name)
     metric.sum.is_monotonic = True
     metric.sum.aggregation_temporality = CUMULATIVE
     # OpenMetrics puts `<name>_created` inside the counter family
-    own_created = {tuple(sorted(s.labels.items())): int(s.value * 1e9)
-                   for s in family.samples if s.name.endswith("_created")}
+    own_created = _created_index(s for s in family.samples if s.name.endswith("_created"))
+    created = created or {}
     keys = set()
     for sample in samples:
         key = _key(name, sample.labels)
         point = metric.sum.data_points.add()
         _set_attrs(point, sample.labels)
         point.time_unix_nano = _timestamp(sample, now_ns)
-        start = _created_ns(created, sample.labels) or own_created.get(key[1])
+        start = created.get(key[1]) or own_created.get(key[1])
         point.start_time_unix_nano = start or state.start_time(key, point.time_unix_nano,
                                                                 sample.value)
         point.as_double = sample.value
@@ -127,7 +126,7 @@ def _group(family, drop: str) -> dict[tuple[tuple[str, str], ...], list]:
     return groups
 
 
-def _histogram(family, metric, now_ns, state, created) -> set[SeriesKey]:
+def _histogram(family, metric, now_ns, state, created: Created | None) -> set[SeriesKey]:
     _metric(family, metric, family.name)
     metric.histogram.aggregation_temporality = CUMULATIVE
     keys = set()
@@ -148,7 +147,7 @@ def _histogram(family, metric, now_ns, state, created) -> set[SeriesKey]:
             previous = cumulative
         point.count = int(total if total is not None else previous)
         key = _key(family.name, labels)
-        start = _created_ns(created, labels)
+        start = created.get(label_items) if created else None
         point.start_time_unix_nano = start or state.start_time(key, point.time_unix_nano,
                                                                 point.count)
         keys.add(key)
@@ -156,7 +155,7 @@ def _histogram(family, metric, now_ns, state, created) -> set[SeriesKey]:
     return keys
 
 
-def _summary(family, metric, now_ns, state, created) -> set[SeriesKey]:
+def _summary(family, metric, now_ns, state, created: Created | None) -> set[SeriesKey]:
     _metric(family, metric, family.name)
     keys = set()
     for label_items, samples in _group(family, "quantile").items():
@@ -173,7 +172,7 @@ def _summary(family, metric, now_ns, state, created) -> set[SeriesKey]:
             elif sample.name.endswith("_count"):
                 point.count = int(sample.value)
         key = _key(family.name, labels)
-        start = _created_ns(created, labels)
+        start = created.get(label_items) if created else None
         point.start_time_unix_nano = start or state.start_time(key, point.time_unix_nano,
                                                                 point.count)
         keys.add(key)
