@@ -86,7 +86,7 @@ async def test_json_with_hex_ids_enum_names_and_string_ints(server):
 
 
 @pytest.mark.parametrize("encoding,compress", [
-    ("gzip", gzip.compress), ("deflate", zlib.compress),
+    ("gzip", gzip.compress), ("deflate", zlib.compress), ("zlib", zlib.compress),
     ("zstd", lambda b: bytes(cramjam.zstd.compress(b))),
     ("gzip", lambda b: gzip.compress(b[:10]) + gzip.compress(b[10:])),  # two gzip members
 ])
@@ -97,6 +97,23 @@ async def test_compressed_bodies(server, encoding, compress):
                             headers={**PROTO, "Content-Encoding": encoding}) as response:
         assert response.status == 200, await response.text()
     assert capture.batches[0].message == request
+
+
+@pytest.mark.parametrize("server", [("        compression_algorithms: [gzip]", None)],
+                         indirect=True)
+async def test_compression_algorithms_limit_the_accepted_encodings(server):
+    url, capture, _, session = server
+    payload = sample_request(Signal.LOGS, 2).SerializeToString()
+    for encoding, body, status in [("gzip", gzip.compress(payload), 200),
+                                   ("zstd", bytes(cramjam.zstd.compress(payload)), 400),
+                                   ("", payload, 400)]:
+        headers = {**PROTO, **({"Content-Encoding": encoding} if encoding else {})}
+        async with session.post(f"{url}/v1/logs", data=body, headers=headers) as response:
+            assert response.status == status, (encoding, await response.text())
+            if status == 400:
+                message = status_of(await response.read(), response.content_type).message
+                assert "accepted: gzip" in message
+    assert capture.items(Signal.LOGS) == 2
 
 
 def status_of(body: bytes, content_type: str) -> status_pb2.Status:

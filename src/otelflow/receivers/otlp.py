@@ -4,6 +4,7 @@ over HTTP (aiohttp; the transport lives in `otelflow.receivers.otlp_http`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import grpc
 from google.protobuf import duration_pb2
@@ -27,7 +28,7 @@ from otelflow.config.tls import TLSServerSettings
 from otelflow.config.types import ByteSize, ConfigModel, Duration
 from otelflow.otlp_ids import id_length_error
 from otelflow.pdata import Batch, Signal
-from otelflow.receivers.otlp_http import HttpServer
+from otelflow.receivers.otlp_http import SUPPORTED_ENCODINGS, HttpServer
 
 GRPC_SERVICES = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -56,6 +57,9 @@ class HttpSettings(ConfigModel):
     metrics_url_path: str = "/v1/metrics"
     logs_url_path: str = "/v1/logs"
     max_request_body_size: ByteSize = Field(20 * 1024 * 1024, ge=1)
+    # Go's names for the request encodings accepted (Go's snappy and lz4 are not decoded here)
+    compression_algorithms: list[Literal["", "gzip", "zstd", "zlib", "deflate"]] = Field(
+        default_factory=lambda: list(SUPPORTED_ENCODINGS))
     read_header_timeout: Duration = 60.0  # 0: none
     idle_timeout: Duration = 60.0  # keep-alive connections without a request; 0: none
     response_headers: dict[str, str] = Field(default_factory=dict)

@@ -13,7 +13,7 @@ import math
 import re
 import ssl
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -128,26 +128,36 @@ class _Zstd(_Identity):
             return bytes(memoryview(buffer)[:n])
 
 
-def body_reader(content_encoding: str, limit: int) -> _Identity:
-    encoding = content_encoding.strip().lower()
-    if encoding in ("", "identity"):
+# Content-Encoding spellings -> the `compression_algorithms` name they are accepted under
+_ENCODING_NAMES = {"": "", "identity": "", "gzip": "gzip", "x-gzip": "gzip", "zlib": "zlib",
+                   "deflate": "deflate", "zstd": "zstd"}
+SUPPORTED_ENCODINGS = ("", "gzip", "zstd", "zlib", "deflate")
+
+
+def body_reader(content_encoding: str, limit: int,
+                accepted: Collection[str] = SUPPORTED_ENCODINGS) -> _Identity:
+    """The decoder for a Content-Encoding listed in `accepted` (else 400, as in Go)."""
+    encoding = _ENCODING_NAMES.get(content_encoding.strip().lower())
+    if encoding is None or encoding not in accepted:
+        names = ", ".join(name or "identity" for name in accepted)
+        raise HTTPFailure(400, f"unsupported Content-Encoding {content_encoding!r}; "
+                               f"accepted: {names}")
+    if encoding == "":
         return _Identity(limit)
-    if encoding in ("gzip", "x-gzip"):
+    if encoding == "gzip":
         return _Zlib(limit, 16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return _Zlib(limit, 32 + zlib.MAX_WBITS)  # zlib or gzip header, auto-detected
     if encoding == "zstd":
         return _Zstd(limit)
-    raise HTTPFailure(400, f"unsupported Content-Encoding {content_encoding!r}; "
-                           "supported: gzip, deflate, zstd, identity")
+    return _Zlib(limit, 32 + zlib.MAX_WBITS)  # zlib / deflate: zlib or gzip header, detected
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int,
+                    accepted: Collection[str] = SUPPORTED_ENCODINGS) -> bytes:
     """The request body, decompressed, refusing (413) anything over `limit` at either stage."""
     if request.content_length is not None and request.content_length > limit:
         raise HTTPFailure(413, f"request body of {request.content_length} bytes is larger than "
                                f"max_request_body_size ({limit} bytes)")
-    reader = body_reader(request.headers.get("Content-Encoding", ""), limit)
+    reader = body_reader(request.headers.get("Content-Encoding", ""), limit, accepted)
     received = 0
     async for chunk in request.content.iter_chunked(READ_CHUNK):
         received += len(chunk)
@@ -219,6 +229,7 @@ class HttpServer:
         self.log = log
         self.authenticator = authenticator
         self.cors = _CORS(cfg.cors) if cfg.cors is not None else None
+        self._encodings = tuple(dict.fromkeys(cfg.compression_algorithms))
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -303,7 +314,7 @@ class HttpServer:
         if codec is None:
             raise HTTPFailure(415, f"unsupported Content-Type {request.content_type!r}; "
                                    f"use {PROTOBUF} or {JSON}")
-        body = await read_body(request, self.cfg.max_request_body_size)
+        body = await read_body(request, self.cfg.max_request_body_size, self._encodings)
         batch = codec.decode(signal, body)
         response = signal.response_type()
         try:
