@@ -3,6 +3,8 @@ INVALID_ARGUMENT, backpressure -> UNAVAILABLE with RetryInfo that Go and Python 
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
@@ -55,3 +57,39 @@ async def test_status_mapping_and_retry_info(error, code):
         assert info.retry_delay.seconds == 2 and info.retry_delay.nanos == 500_000_000
         alone = error_details_pb2.RetryInfo.FromString(metadata["google.rpc.retryinfo-bin"])
         assert alone == info
+
+
+async def test_keepalive_max_connection_age_closes_connections():
+    """`keepalive.server_parameters.max_connection_age` reaches gRPC: the server ends an idle
+    client's connection once it is older than that (the channel drops out of READY)."""
+    port = free_port()
+    config = CONFIG.replace(
+        'endpoint: "127.0.0.1:{port}"',
+        'endpoint: "127.0.0.1:{port}", keepalive: {{server_parameters: '
+        '{{max_connection_age: 300ms, max_connection_age_grace: 100ms}}, '
+        'enforcement_policy: {{min_time: 1s, permit_without_stream: true}}}}')
+    sink = CaptureExporter()
+    async with running_service(config.format(port=port), {"debug": sink}), \
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        await export(build.traces(build.span("s")).SerializeToString(), timeout=5)
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if channel.get_state() != grpc.ChannelConnectivity.READY:
+                break
+        assert channel.get_state() != grpc.ChannelConnectivity.READY
+        await export(build.traces(build.span("t")).SerializeToString(), timeout=5)  # reconnects
+    assert sink.items() == 2
+
+
+async def test_unix_transport(tmp_path):
+    path = tmp_path / "otlp.sock"
+    config = CONFIG.replace('endpoint: "127.0.0.1:{port}"',
+                            f'endpoint: "{path}", transport: unix')
+    sink = CaptureExporter()
+    async with running_service(config.format(port=0), {"debug": sink}), \
+            grpc.aio.insecure_channel(f"unix:{path}") as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        await export(build.traces(build.span("s")).SerializeToString(), timeout=5)
+    assert sink.items() == 1

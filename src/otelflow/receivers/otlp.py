@@ -37,12 +37,55 @@ GRPC_SERVICES = {
 }
 
 
+class KeepaliveServerParameters(ConfigModel):
+    max_connection_idle: Duration | None = None
+    max_connection_age: Duration | None = None
+    max_connection_age_grace: Duration | None = None
+    time: Duration | None = None
+    timeout: Duration | None = None
+
+
+class KeepaliveEnforcementPolicy(ConfigModel):
+    min_time: Duration | None = None
+    permit_without_stream: bool = False
+
+
+class KeepaliveSettings(ConfigModel):
+    server_parameters: KeepaliveServerParameters | None = None
+    enforcement_policy: KeepaliveEnforcementPolicy | None = None
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        """The gRPC core arguments for these settings (durations in ms)."""
+        params = self.server_parameters or KeepaliveServerParameters()
+        options = [(arg, int(value * 1000)) for arg, value in (
+            ("grpc.max_connection_idle_ms", params.max_connection_idle),
+            ("grpc.max_connection_age_ms", params.max_connection_age),
+            ("grpc.max_connection_age_grace_ms", params.max_connection_age_grace),
+            ("grpc.keepalive_time_ms", params.time),
+            ("grpc.keepalive_timeout_ms", params.timeout)) if value is not None]
+        policy = self.enforcement_policy
+        if policy is not None:
+            if policy.min_time is not None:
+                options.append(("grpc.http2.min_ping_interval_without_data_ms",
+                                int(policy.min_time * 1000)))
+            options.append(("grpc.keepalive_permit_without_calls",
+                            int(policy.permit_without_stream)))
+        return options
+
+
 class GrpcSettings(ConfigModel):
     endpoint: str = "localhost:4317"
+    transport: Literal["tcp", "unix"] = "tcp"  # unix: `endpoint` is a socket path
     max_recv_msg_size_mib: int = Field(4, ge=1)
     max_concurrent_streams: int | None = Field(None, ge=1)
+    keepalive: KeepaliveSettings | None = None
     tls: TLSServerSettings | None = None
     auth: AuthSettings | None = None
+
+    @property
+    def address(self) -> str:
+        """What gRPC binds: host:port, or `unix:PATH` for the unix transport."""
+        return f"unix:{self.endpoint}" if self.transport == "unix" else self.endpoint
 
 
 class CORSSettings(ConfigModel):
@@ -110,7 +153,7 @@ class OTLPReceiverConfig(ConfigModel):
     def listen_endpoints(self):
         for name in Protocols.model_fields:
             settings = getattr(self.protocols, name)
-            if settings is not None:
+            if settings is not None and getattr(settings, "transport", "tcp") == "tcp":
                 yield f"protocols.{name}.endpoint", settings.endpoint
 
 
@@ -201,6 +244,8 @@ class OTLPReceiver(Component):
         options = [("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", 0)]
         if cfg.max_concurrent_streams:
             options.append(("grpc.max_concurrent_streams", cfg.max_concurrent_streams))
+        if cfg.keepalive is not None:
+            options += cfg.keepalive.channel_options()
         server = grpc.aio.server(options=options)
         handlers = {
             GRPC_SERVICES[signal]: {"Export": grpc.unary_unary_rpc_method_handler(
@@ -222,11 +267,11 @@ class OTLPReceiver(Component):
     @staticmethod
     def _add_port(server: grpc.aio.Server, cfg: GrpcSettings) -> int:
         if cfg.tls is None:
-            return server.add_insecure_port(cfg.endpoint)
+            return server.add_insecure_port(cfg.address)
         cert, key, client_ca = cfg.tls.read_files()
         credentials = grpc.ssl_server_credentials(
             [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
-        return server.add_secure_port(cfg.endpoint, credentials)
+        return server.add_secure_port(cfg.address, credentials)
 
     def _grpc_handler(self, signal: Signal):
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
