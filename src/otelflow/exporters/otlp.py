@@ -20,6 +20,7 @@ from otelflow.component import (
 )
 from otelflow.config.auth import AuthSettings, ClientAuthenticator, client_authenticator
 from otelflow.config.tls import TLSClientSettings
+from otelflow.config.types import ConfigModel, Duration
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.exporterhelper import ExporterSettings
 from otelflow.receivers.otlp import GRPC_SERVICES
@@ -34,8 +35,24 @@ RETRYABLE_CODES = frozenset({
 })
 
 
+class ClientKeepalive(ConfigModel):
+    time: Duration | None = None
+    timeout: Duration | None = None
+    permit_without_stream: bool = False
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        """The gRPC core arguments for these settings (durations in ms)."""
+        options = [(arg, int(value * 1000)) for arg, value in (
+            ("grpc.keepalive_time_ms", self.time), ("grpc.keepalive_timeout_ms", self.timeout))
+            if value is not None]
+        return [*options, ("grpc.keepalive_permit_without_calls", int(self.permit_without_stream))]
+
+
 class OTLPExporterConfig(ExporterSettings):
     endpoint: str
+    authority: str = ""  # overrides the :authority header (virtual hosting)
+    keepalive: ClientKeepalive | None = None
+    wait_for_ready: bool = False  # wait for a connection instead of failing at once
     tls: TLSClientSettings = Field(default_factory=TLSClientSettings)
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     compression: Literal["gzip", "none", ""] = "gzip"
@@ -86,7 +103,11 @@ class OTLPExporter(Exporter):
     async def start(self, host: Host) -> None:
         self._auth = client_authenticator(host, self.config.auth)
         target, use_tls = self.config.target()
-        options = [("grpc.lb_policy_name", self.config.balancer_name)]
+        options: list[tuple[str, str | int]] = [("grpc.lb_policy_name", self.config.balancer_name)]
+        if self.config.authority:
+            options.append(("grpc.default_authority", self.config.authority))
+        if self.config.keepalive is not None:
+            options += self.config.keepalive.channel_options()
         compression = COMPRESSION[self.config.compression]
         if use_tls:
             tls = self.config.tls
@@ -112,7 +133,7 @@ class OTLPExporter(Exporter):
             metadata += tuple((k.lower(), v) for k, v in self._auth.client_headers().items())
         try:
             response = await call(batch.to_bytes(), timeout=self.config.timeout or None,
-                                  metadata=metadata)
+                                  metadata=metadata, wait_for_ready=self.config.wait_for_ready)
         except grpc.aio.AioRpcError as exc:
             raise classify(exc) from None
         self._check_partial_success(batch.signal, response)
