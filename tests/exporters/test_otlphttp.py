@@ -101,6 +101,18 @@ async def test_proto_gzip_default_paths_and_headers(backend, make_exporter, sign
     assert gzip.decompress(body) == sent.to_bytes()
 
 
+async def test_proxy_url_carries_every_request(backend, make_exporter):
+    """`proxy_url`: the request for an unresolvable backend reaches the proxy (here the test
+    server, which records it) with the backend as its Host."""
+    exporter = await make_exporter(endpoint="http://collector.invalid:4318",
+                                   proxy_url=backend.url, compression="none")
+    sent = batch()
+    await exporter.export(sent)
+    path, headers, body = backend.requests[0]
+    assert (path, headers["Host"], body) == ("/v1/traces", "collector.invalid:4318",
+                                             sent.to_bytes())
+
+
 async def test_json_zstd_and_per_signal_endpoint(backend, make_exporter):
     exporter = await make_exporter(endpoint="http://127.0.0.1:1", encoding="json",
                                    compression="zstd", logs_endpoint=backend.url + "/custom/logs")

@@ -189,6 +189,19 @@ async def test_headers_and_body(server):
     assert server.samples() == {"w0": 0.0, "w1": 1.0, "w2": 2.0}
 
 
+async def test_proxy_url_carries_the_writes(server):
+    chain, _ = make_chain("http://prometheus.invalid:9090/api/v1/write", SelfMetrics(),
+                          proxy_url=server.url.rsplit("/api/", 1)[0])
+    await chain.start(None)
+    try:
+        await chain.consume(Batch.of(counter_request(2)))
+        await chain.shutdown(time.monotonic() + 5)
+    finally:
+        await chain.exporter.shutdown()
+    assert server.headers[0]["Host"] == "prometheus.invalid:9090"
+    assert server.samples() == {"w0": 0.0, "w1": 1.0}
+
+
 async def test_split_under_max_batch_size(server):
     metrics = SelfMetrics()
     chain, _ = make_chain(server.url, metrics, max_batch_size_bytes=2000,

@@ -27,7 +27,7 @@ from otelflow.component import (
 from otelflow.config.auth import AuthSettings, ClientAuthenticator, client_authenticator
 from otelflow.config.tls import TLSClientSettings
 from otelflow.config.types import Duration
-from otelflow.exporters.httpclient import read_capped, retry_after
+from otelflow.exporters.httpclient import ProxySettings, read_capped, retry_after
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.exporterhelper import ExporterSettings
 
@@ -46,7 +46,7 @@ def _check_url(value: str | None, key: str) -> str | None:
     return value
 
 
-class OTLPHTTPExporterConfig(ExporterSettings):
+class OTLPHTTPExporterConfig(ExporterSettings, ProxySettings):
     endpoint: str | None = None
     traces_endpoint: str | None = None
     metrics_endpoint: str | None = None
@@ -125,7 +125,7 @@ class OTLPHTTPExporter(Exporter):
         body = compress(self.encode(batch), self.config.compression)
         try:
             async with self._session.post(
-                    url, data=body, headers=headers,
+                    url, data=body, headers=headers, **self.config.proxy_options(),
                     server_hostname=self.config.tls.server_name_override) as response:
                 content = await read_capped(response)
                 self._check(batch.signal, response, content)

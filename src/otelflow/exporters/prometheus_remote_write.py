@@ -31,7 +31,7 @@ from otelflow.component import (
 )
 from otelflow.config.tls import TLSClientSettings
 from otelflow.config.types import ByteSize, ConfigModel
-from otelflow.exporters.httpclient import read_capped, retry_after
+from otelflow.exporters.httpclient import ProxySettings, read_capped, retry_after
 from otelflow.exporters.prometheus_translation import (
     RemoteWriteEncoder,
     SeriesBuilder,
@@ -64,7 +64,7 @@ def _go_retry_defaults() -> RetrySettings:
     return RetrySettings(initial_interval=0.05, max_interval=0.2, max_elapsed_time=60.0)
 
 
-class Config(ExporterSettings):
+class Config(ExporterSettings, ProxySettings):
     endpoint: str
     headers: dict[str, str] = Field(default_factory=dict)
     namespace: str = ""
@@ -151,7 +151,8 @@ class PrometheusRemoteWriteExporter(Exporter):
         self._session: aiohttp.ClientSession | None = None
         self._retry_bodies: dict[int, tuple[Batch, list[bytes]]] = {}
         override = config.tls.server_name_override
-        self._request_options = {"server_hostname": override} if override else {}
+        self._request_options = {**config.proxy_options(),
+                                 **({"server_hostname": override} if override else {})}
         self._failed_translations = self.metrics.counter(
             "otelcol_exporter_prometheusremotewrite_failed_translations",
             "Number of translation operations that failed to translate metrics from Otel to "
