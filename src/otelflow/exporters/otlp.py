@@ -20,7 +20,7 @@ from otelflow.component import (
 )
 from otelflow.config.auth import AuthSettings, ClientAuthenticator, client_authenticator
 from otelflow.config.tls import TLSClientSettings
-from otelflow.config.types import ConfigModel, Duration
+from otelflow.config.types import ConfigModel, Duration, millisecond_args
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.exporterhelper import ExporterSettings
 from otelflow.receivers.otlp import GRPC_SERVICES
@@ -42,10 +42,9 @@ class ClientKeepalive(ConfigModel):
 
     def channel_options(self) -> list[tuple[str, int]]:
         """The gRPC core arguments for these settings (durations in ms)."""
-        options = [(arg, int(value * 1000)) for arg, value in (
-            ("grpc.keepalive_time_ms", self.time), ("grpc.keepalive_timeout_ms", self.timeout))
-            if value is not None]
-        return [*options, ("grpc.keepalive_permit_without_calls", int(self.permit_without_stream))]
+        return [*millisecond_args(("grpc.keepalive_time_ms", self.time),
+                                  ("grpc.keepalive_timeout_ms", self.timeout)),
+                ("grpc.keepalive_permit_without_calls", int(self.permit_without_stream))]
 
 
 class OTLPExporterConfig(ExporterSettings):

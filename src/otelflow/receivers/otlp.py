@@ -25,7 +25,7 @@ from otelflow.component import (
 )
 from otelflow.config.auth import AuthSettings, ServerAuthenticator, server_authenticator
 from otelflow.config.tls import TLSServerSettings
-from otelflow.config.types import ByteSize, ConfigModel, Duration
+from otelflow.config.types import ByteSize, ConfigModel, Duration, millisecond_args
 from otelflow.otlp_ids import id_length_error
 from otelflow.pdata import Batch, Signal
 from otelflow.receivers.otlp_http import SUPPORTED_ENCODINGS, HttpServer
@@ -57,17 +57,16 @@ class KeepaliveSettings(ConfigModel):
     def channel_options(self) -> list[tuple[str, int]]:
         """The gRPC core arguments for these settings (durations in ms)."""
         params = self.server_parameters or KeepaliveServerParameters()
-        options = [(arg, int(value * 1000)) for arg, value in (
+        options = millisecond_args(
             ("grpc.max_connection_idle_ms", params.max_connection_idle),
             ("grpc.max_connection_age_ms", params.max_connection_age),
             ("grpc.max_connection_age_grace_ms", params.max_connection_age_grace),
             ("grpc.keepalive_time_ms", params.time),
-            ("grpc.keepalive_timeout_ms", params.timeout)) if value is not None]
+            ("grpc.keepalive_timeout_ms", params.timeout))
         policy = self.enforcement_policy
         if policy is not None:
-            if policy.min_time is not None:
-                options.append(("grpc.http2.min_ping_interval_without_data_ms",
-                                int(policy.min_time * 1000)))
+            options += millisecond_args(
+                ("grpc.http2.min_ping_interval_without_data_ms", policy.min_time))
             options.append(("grpc.keepalive_permit_without_calls",
                             int(policy.permit_without_stream)))
         return options
