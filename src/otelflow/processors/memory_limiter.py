@@ -162,6 +162,9 @@ class MemoryLimiter(Processor):
         self.read_memory = read_memory
         self.hard_limit, self.soft_limit = config.limits(read_total)
         self.refusing = False
+        self._refusing_gauge = self.metrics.gauge(
+            "otelflow_memory_limiter_refusing", "1 while data is refused.",
+            ("processor",)).labels(self.id)
         self.recheck_interval = recheck_interval
         self._next_recheck = float("-inf")
         self._last_gc = float("-inf")
@@ -211,8 +214,7 @@ class MemoryLimiter(Processor):
                              else "memory back within limits, accepting data",
                              used_mib=used // MIB, soft_limit_mib=self.soft_limit // MIB)
         self.refusing = refusing
-        self.metrics.gauge("otelflow_memory_limiter_refusing", "1 while data is refused.",
-                           ("processor",)).labels(self.id).set(int(refusing))
+        self._refusing_gauge.set(int(refusing))
 
     def _collect(self) -> int:
         gc.collect()
