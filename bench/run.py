@@ -165,12 +165,17 @@ def start_sink(kind: str, port: int, stats: str) -> tuple[subprocess.Popen, str]
     return proc, f"127.0.0.1:{port}"
 
 
-def scrape(metrics_port: int, signal: Signal, name: str = "") -> float:
-    """The sum of one self-metric's series (default: the receiver's accepted items)."""
+def scrape_sums(metrics_port: int, *names: str) -> list[float]:
+    """The sum of each named self-metric's series, from one read of /metrics."""
     body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
-    name = name or f"otelcol_receiver_accepted_{signal.item_unit}_total"
-    return sum(float(line.split()[-1]) for line in body.decode().splitlines()
-               if line.startswith(name + "{"))
+    lines = body.decode().splitlines()
+    return [sum(float(line.split()[-1]) for line in lines if line.startswith(name + "{"))
+            for name in names]
+
+
+def scrape(metrics_port: int, signal: Signal) -> float:
+    """The items the receivers accepted."""
+    return scrape_sums(metrics_port, f"otelcol_receiver_accepted_{signal.item_unit}_total")[0]
 
 
 def drained_at(metrics_port: int, signal: Signal, timeout: float = 120.0) -> float:
@@ -181,8 +186,7 @@ def drained_at(metrics_port: int, signal: Signal, timeout: float = 120.0) -> flo
     last_change, last_sent = time.monotonic(), -1.0
     deadline = last_change + timeout
     while time.monotonic() < deadline:
-        queued = scrape(metrics_port, signal, "otelcol_exporter_queue_size")
-        sent = scrape(metrics_port, signal, sent_name)
+        queued, sent = scrape_sums(metrics_port, "otelcol_exporter_queue_size", sent_name)
         if queued or sent != last_sent:
             last_change, last_sent = time.monotonic(), sent
         elif time.monotonic() - last_change > 0.3:
