@@ -126,6 +126,16 @@ def counter_value(metrics: SelfMetrics, name: str, **labels) -> float:
     return value or 0.0
 
 
+async def deliver(chain: ExporterChain, request) -> None:
+    """Start the chain, export one request, drain the queue, stop the exporter."""
+    await chain.start(None)
+    try:
+        await chain.consume(Batch.of(request))
+        await chain.shutdown(time.monotonic() + 5)
+    finally:
+        await chain.exporter.shutdown()
+
+
 @pytest.fixture
 async def server():
     srv = RemoteWriteServer(free_port())
@@ -171,12 +181,7 @@ def test_retry_after_http_date():
 async def test_headers_and_body(server):
     chain, _ = make_chain(server.url, SelfMetrics(), headers={"X-Scope-OrgID": "tenant-1"},
                           external_labels={"cluster": "c1"})
-    await chain.start(None)
-    try:
-        await chain.consume(Batch.of(counter_request(3)))
-        await chain.shutdown(time.monotonic() + 5)
-    finally:
-        await chain.exporter.shutdown()
+    await deliver(chain, counter_request(3))
     headers = server.headers[0]
     assert headers["Content-Encoding"] == "snappy"
     assert headers["Content-Type"] == "application/x-protobuf"
@@ -192,12 +197,7 @@ async def test_headers_and_body(server):
 async def test_proxy_url_carries_the_writes(server):
     chain, _ = make_chain("http://prometheus.invalid:9090/api/v1/write", SelfMetrics(),
                           proxy_url=server.url.rsplit("/api/", 1)[0])
-    await chain.start(None)
-    try:
-        await chain.consume(Batch.of(counter_request(2)))
-        await chain.shutdown(time.monotonic() + 5)
-    finally:
-        await chain.exporter.shutdown()
+    await deliver(chain, counter_request(2))
     assert server.headers[0]["Host"] == "prometheus.invalid:9090"
     assert server.samples() == {"w0": 0.0, "w1": 1.0}
 
@@ -206,12 +206,7 @@ async def test_split_under_max_batch_size(server):
     metrics = SelfMetrics()
     chain, _ = make_chain(server.url, metrics, max_batch_size_bytes=2000,
                           target_info={"enabled": False})
-    await chain.start(None)
-    try:
-        await chain.consume(Batch.of(counter_request(200)))
-        await chain.shutdown(time.monotonic() + 5)
-    finally:
-        await chain.exporter.shutdown()
+    await deliver(chain, counter_request(200))
     assert len(server.accepted) > 5
     assert all(len(r.SerializeToString()) <= 2000 for r in server.accepted)
     assert len(server.samples()) == 200
