@@ -13,6 +13,7 @@ from otelflow.config.service import parse_config
 from otelflow.config.types import EmptyConfig
 from otelflow.pdata import Signal
 from otelflow.registry import Registry
+from otelflow.testing.configs import yaml_config_errors
 
 CASES = yaml.safe_load((Path(__file__).parent / "testdata" / "invalid.yaml").read_text())
 
@@ -28,11 +29,8 @@ def registry() -> Registry:
 def test_invalid_config(name, monkeypatch):
     monkeypatch.delenv("OTELFLOW_TEST_UNSET_VAR", raising=False)
     case = CASES[name]
-    with pytest.raises(ConfigErrors) as info:
-        raw, source = load_config(text=case["config"])
-        parse_config(raw, source, registry())
-    errors = info.value.errors
-    assert len(errors) == 1, f"expected one error, got: {info.value}"
+    errors = yaml_config_errors(case["config"], registry())
+    assert len(errors) == 1, f"expected one error, got: {ConfigErrors(errors)}"
     for fragment in case["errors"]:
         assert fragment in str(errors[0]), f"{fragment!r} not in {errors[0]}"
 
