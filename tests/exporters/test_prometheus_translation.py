@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import struct
 
 import pytest
@@ -397,3 +398,53 @@ def test_exponential_histogram_scale_below_minus_4_is_refused_per_point():
     assert (result.points, result.dropped) == (1, 1)
     assert "scale -5 is below -4" in result.errors[0]
     assert enc.series_count == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_gauge_and_sum_samples_match_a_per_point_oracle(seed):
+    """Random gauges/sums where series repeat within a request (several timestamps, a metric
+    split in two), some with exemplars, stale flags, int values and timestamp 0: every
+    series is written once, with all its samples in timestamp order, whichever path each
+    sample took."""
+    rnd = random.Random(seed)
+    builder = SeriesBuilder(TranslationSettings(target_info=False))
+    for _ in range(3):  # later requests hit the series cache
+        req, scope = request({"service.name": "svc"})
+        expected: dict[tuple, list] = {}
+        for m in range(rnd.randint(1, 4)):
+            for _part in range(rnd.randint(1, 2)):  # the same metric twice in one scope
+                metric = scope.metrics.add(name=f"m{m}")
+                data = metric.gauge if m % 2 else metric.sum
+                if not m % 2:
+                    data.aggregation_temporality = 2
+                for _ in range(rnd.randint(1, 6)):
+                    t_ms = rnd.choice([0, 5, TS_MS, TS_MS + 1000, TS_MS + 2000])
+                    dp = data.data_points.add(time_unix_nano=t_ms * 1_000_000)
+                    value = float(rnd.randint(0, 9))
+                    if rnd.random() < 0.5:
+                        dp.as_int = int(value)
+                    else:
+                        dp.as_double = value
+                    series = rnd.randint(0, 2)
+                    dp.attributes.append(kv("s", str(series)))
+                    if rnd.random() < 0.2:
+                        dp.flags = 1
+                        value = math.nan
+                    if rnd.random() < 0.2:
+                        dp.exemplars.add(as_double=1.0, time_unix_nano=TS)
+                    key = (("__name__", f"m{m}"), ("job", "svc"), ("s", str(series)))
+                    expected.setdefault(key, []).append((t_ms, value))
+        enc = RemoteWriteEncoder()
+        builder.build(req, enc)
+        got: dict[tuple, list] = {}
+        for body in enc.requests(3_000_000):
+            for ts in remote_pb2.WriteRequest.FromString(body).timeseries:
+                key = tuple((label.name, label.value) for label in ts.labels)
+                assert key not in got, f"series {key} written twice"
+                got[key] = [(s.timestamp, s.value) for s in ts.samples]
+        assert got.keys() == expected.keys()
+        for key, samples in got.items():
+            assert [t for t, _ in samples] == sorted(t for t, _ in samples)
+            want = sorted(expected[key], key=lambda sample: sample[0])
+            assert [(t, "nan" if math.isnan(v) else v) for t, v in sorted(samples)] == \
+                [(t, "nan" if math.isnan(v) else v) for t, v in sorted(want)], key

@@ -57,6 +57,11 @@ CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
 NO_RECORDED_VALUE = metrics_pb2.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 """Prometheus' staleness marker: a NaN with a specific bit pattern."""
+STALE_BYTES = struct.pack("<Q", 0x7FF0000000000002)
+ZERO_BYTES = bytes(8)
+STANDARD_SAMPLE_FIELD = 18
+"""Bytes of a TimeSeries' `samples` field holding a double and a millisecond timestamp
+between 1971 and 2109 (a 6-byte varint): tag, length, 9 + 7."""
 
 
 def clean_up_string(text: str) -> str:
@@ -227,6 +232,7 @@ def encode_label(name: str, value: str) -> bytes:
 
 
 _DOUBLE = struct.Struct("<d").pack
+_DOUBLES = struct.Struct("<d").iter_unpack
 _U64 = struct.Struct("<Q").unpack_from
 _I64 = struct.Struct("<q").unpack_from
 _F64 = struct.Struct("<d").unpack_from
@@ -273,10 +279,29 @@ class LabelSet:
         return before + name_enc + mid + extra_enc + after
 
 
+class NumberSeries:
+    """A gauge/sum series seen before: its encoded labels and, for remote write, the start of
+    its one-sample TimeSeries entry (header + labels + sample header)."""
+
+    __slots__ = ("entry_head", "labels", "stale")
+
+    def __init__(self, labels: bytes, stale: bool):
+        self.labels = labels
+        self.stale = stale
+        body = len(labels) + STANDARD_SAMPLE_FIELD
+        self.entry_head = b"\x0a" + varint(body) + labels + b"\x12\x10\x09"
+
+
 class SeriesSink:
     """Receives what `SeriesBuilder` produces. Methods take encoded label bytes."""
 
     def sample(self, labels: bytes, value: float, ts_ms: int) -> None: ...
+
+    def number_samples(self, series: list[NumberSeries], values: list[bytes],
+                       ts_ms: int) -> None:
+        """Gauge/sum samples sharing one timestamp; values are 8-byte little-endian doubles."""
+        for one, (value,) in zip(series, _DOUBLES(b"".join(values)), strict=True):
+            self.sample(one.labels, value, ts_ms)
 
     def samples(self, series: list[bytes], values: list[float], ts_ms: int) -> None:
         """Several series sharing one timestamp (histogram buckets)."""
@@ -467,8 +492,10 @@ class SeriesBuilder:
         """The hot path for gauge/sum points.
 
         Serialises the metric's data once and reads each point's time and value from the
-        wire bytes; the label cache is keyed on the bytes after them (attributes + flags), so
-        attributes are only walked the first time a series is seen.
+        wire bytes (an `as_double` value is passed on as its 8 little-endian bytes, which is
+        also the remote-write encoding); the series cache is keyed on the bytes after them
+        (attributes + flags), so attributes are only walked the first time a series is seen.
+        Samples go to the sink in runs that share a timestamp.
         """
         if self._cached_series > self.SERIES_CACHE_LIMIT:
             self._number_cache.clear()
@@ -478,9 +505,10 @@ class SeriesBuilder:
         cache = self._number_cache.get(key)
         if cache is None:
             cache = self._number_cache[key] = {}
-        sample = sink.sample
         points = data.data_points
         buf = data.SerializeToString()
+        run: list[NumberSeries] = []
+        values: list[bytes] = []
         pos, end, index, latest, last_ns, ts = 0, len(buf), -1, 0, -1, 0
         while pos < end and buf[pos] == 0x0A:  # data_points (field 1) come first
             length = buf[pos + 1]
@@ -491,7 +519,7 @@ class SeriesBuilder:
             i = pos
             pos += length
             index += 1
-            ns, value = 0, 0.0
+            ns, value = 0, ZERO_BYTES
             # start_time (0x11), time (0x19), as_double (0x21) | exemplars (0x2A), as_int (0x31)
             if i < pos and buf[i] == 0x11:
                 i += 9
@@ -500,35 +528,42 @@ class SeriesBuilder:
                 i += 9
             tag = buf[i] if i < pos else 0
             if tag == 0x21:
-                value = _F64(buf, i + 1)[0]
+                value = buf[i + 1:i + 9]
                 i += 9
                 tag = buf[i] if i < pos else 0
             has_exemplars = tag == 0x2A
             if has_exemplars:
                 dp = points[index]
-                value = self._value(dp)
+                value = _DOUBLE(self._value(dp))
                 rest = b"".join([kv.SerializeToString() for kv in dp.attributes])
                 rest += b"\x01" if dp.flags & NO_RECORDED_VALUE else b""
             else:
                 if tag == 0x31:
-                    value = float(_I64(buf, i + 1)[0])
+                    value = _DOUBLE(float(_I64(buf, i + 1)[0]))
                     i += 9
                 rest = buf[i:pos]
-            hit = cache.get(rest)
-            if hit is None:
+            series = cache.get(rest)
+            if series is None:
                 self._cached_series += 1
                 dp = points[index]
-                hit = cache[rest] = (self._number_labels(dp, base, name),
-                                     bool(dp.flags & NO_RECORDED_VALUE))
-            labels, stale = hit
+                series = cache[rest] = NumberSeries(self._number_labels(dp, base, name),
+                                                    bool(dp.flags & NO_RECORDED_VALUE))
             if ns != last_ns:
+                if run:
+                    sink.number_samples(run, values, ts)
+                    run, values = [], []
                 last_ns, ts = ns, ns // 1_000_000
                 if ts > latest:
                     latest = ts
-            sample(labels, STALE_NAN if stale else value, ts)
+            run.append(series)
+            values.append(STALE_BYTES if series.stale else value)
             if has_exemplars:
+                sink.number_samples(run, values, ts)
+                run, values = [], []
                 for ex in points[index].exemplars:
-                    sink.exemplar(labels, self.encode_exemplar(ex))
+                    sink.exemplar(series.labels, self.encode_exemplar(ex))
+        if run:
+            sink.number_samples(run, values, ts)
         return latest
 
     def _number_labels(self, dp: Any, base: dict[str, str], name: str) -> bytes:
@@ -688,11 +723,15 @@ class RemoteWriteEncoder(SeriesSink):
 
     Samples of one series are sorted by timestamp; requests are cut so each stays under
     `max_bytes` (a single series larger than that goes alone, as in the Go exporter).
+    A gauge/sum series with one sample in the export (the common case) is kept as its
+    finished TimeSeries entry; a second sample, an exemplar or a histogram moves it to the
+    general per-series lists.
     """
 
-    __slots__ = ("_exemplars", "_histograms", "_last_ts", "_metadata", "_series")
+    __slots__ = ("_entries", "_exemplars", "_histograms", "_last_ts", "_metadata", "_series")
 
     def __init__(self) -> None:
+        self._entries: dict[bytes, bytes] = {}  # labels -> whole one-sample TimeSeries field
         # labels -> one encoded Sample (bytes), or a list of them once a second one arrives
         self._series: dict[bytes, bytes | list[bytes]] = {}
         self._exemplars: dict[bytes, list[bytes]] = {}
@@ -700,40 +739,67 @@ class RemoteWriteEncoder(SeriesSink):
         self._metadata: dict[str, bytes] = {}
         self._last_ts: tuple[int, bytes, bytes] = (-1, b"", b"")
 
-    def sample(self, labels: bytes, value: float, ts_ms: int) -> None:
+    def _sample_parts(self, ts_ms: int) -> tuple[bytes, bytes]:
+        """(field header + double tag, timestamp tail) of a Sample at `ts_ms`."""
         last = self._last_ts
         if last[0] != ts_ms:
             tail = b"\x10" + varint(ts_ms) if ts_ms else b""
             last = self._last_ts = (ts_ms, bytes((0x12, 9 + len(tail), 0x09)), tail)
-        encoded = last[1] + _DOUBLE(value) + last[2]
+        return last[1], last[2]
+
+    def _general(self, labels: bytes) -> None:
+        """Move a one-sample entry of `labels` to the per-series lists."""
+        entry = self._entries.pop(labels, None)
+        if entry is not None:
+            self._add(labels, entry[-STANDARD_SAMPLE_FIELD:])
+
+    def _add(self, labels: bytes, encoded: bytes) -> None:
         store = self._series
         existing = store.get(labels)
         if existing is None:
             store[labels] = encoded
         elif type(existing) is bytes:
-            store[labels] = [existing, encoded]
+            store[labels] = [existing, encoded] if existing else encoded
         else:
             existing.append(encoded)
 
+    def sample(self, labels: bytes, value: float, ts_ms: int) -> None:
+        if self._entries:
+            self._general(labels)
+        head, tail = self._sample_parts(ts_ms)
+        self._add(labels, head + _DOUBLE(value) + tail)
+
+    def number_samples(self, series: list[NumberSeries], values: list[bytes],
+                       ts_ms: int) -> None:
+        head, tail = self._sample_parts(ts_ms)
+        if len(tail) + 11 != STANDARD_SAMPLE_FIELD:
+            super().number_samples(series, values, ts_ms)
+            return
+        entries, general = self._entries, self._series
+        for one, value in zip(series, values, strict=True):
+            entry = one.entry_head + value + tail
+            if entries.setdefault(one.labels, entry) is not entry:  # a second sample
+                self._general(one.labels)
+                self._add(one.labels, head + value + tail)
+            elif general and one.labels in general:  # the series is already a list
+                del entries[one.labels]
+                self._add(one.labels, head + value + tail)
+
     def samples(self, series: list[bytes], values: list[float], ts_ms: int) -> None:
-        self.sample(series[0], values[0], ts_ms)  # refreshes the timestamp parts
-        _, head, tail = self._last_ts
-        store = self._series
-        for labels, value in zip(series[1:], values[1:], strict=True):
-            encoded = head + _DOUBLE(value) + tail
-            existing = store.get(labels)
-            if existing is None:
-                store[labels] = encoded
-            elif type(existing) is bytes:
-                store[labels] = [existing, encoded]
-            else:
-                existing.append(encoded)
+        if self._entries:
+            for labels in series:
+                self._general(labels)
+        head, tail = self._sample_parts(ts_ms)
+        for labels, value in zip(series, values, strict=True):
+            self._add(labels, head + _DOUBLE(value) + tail)
 
     def exemplar(self, labels: bytes, exemplar: bytes) -> None:
+        self._general(labels)
         self._exemplars.setdefault(labels, []).append(_field_bytes(0x1A, exemplar))
         self._series.setdefault(labels, b"")
 
     def histogram(self, labels: bytes, histogram: bytes, ts_ms: int) -> None:
+        self._general(labels)
         self._histograms.setdefault(labels, []).append((ts_ms, _field_bytes(0x22, histogram)))
         self._series.setdefault(labels, b"")
 
@@ -750,13 +816,19 @@ class RemoteWriteEncoder(SeriesSink):
 
     @property
     def series_count(self) -> int:
-        return len(self._series)
+        return len(self._entries) + len(self._series)
 
     def requests(self, max_bytes: int) -> list[bytes]:
         """The WriteRequest payloads (uncompressed), each at most `max_bytes` where possible."""
         out: list[bytes] = []
         parts: list[bytes] = []
         size = 0
+        for entry in self._entries.values():
+            if parts and size + len(entry) > max_bytes:
+                out.append(b"".join(parts))
+                parts, size = [], 0
+            parts.append(entry)
+            size += len(entry)
         exemplars, histograms = self._exemplars, self._histograms
         for labels, samples in self._series.items():
             if type(samples) is bytes:
