@@ -475,8 +475,11 @@ def test_points_in_any_field_order_translate_like_sdk_ordered_ones():
     ]
     gauge = b"".join(field(1, p) for p in points)
     metric = field(1, b"temp") + field(5, gauge)
+    # a Sum with temporality and monotonicity before its point, which has an over-long tag
+    total = b"\x10\x02\x18\x01" + b"\x8a\x00" + bytes((len(points[0]),)) + points[0]
+    counter = field(1, b"hits") + field(7, total)
     raw = field(1, field(1, field(1, kv("service.name", "svc").SerializeToString()))
-                + field(2, field(2, metric)))
+                + field(2, field(2, metric) + field(2, counter)))
     req = ExportMetricsServiceRequest.FromString(raw)
     outputs = []
     for source in (raw, None):
@@ -488,6 +491,8 @@ def test_points_in_any_field_order_translate_like_sdk_ordered_ones():
     assert [(s.value, s.timestamp) for s in ts.samples] == [
         (1.5, TS // 10**6), (7.0, TS // 10**6 + 1000), (2.5, TS // 10**6 + 2000)]
     assert [e.value for e in ts.exemplars] == [9.0]
+    hits, = [t for t in outputs[0].timeseries if t.labels[0].value == "hits_total"]
+    assert [(s.value, s.timestamp) for s in hits.samples] == [(1.5, TS // 10**6)]
 
 
 def test_number_data_finds_each_gauge_and_sum_and_skips_the_rest():

@@ -280,7 +280,7 @@ class LabelSet:
         return before + name_enc + mid + extra_enc + after
 
 
-UNSEEN = object()
+_UNSEEN = object()
 
 
 class NumberSeries:
@@ -572,21 +572,26 @@ class SeriesBuilder:
         run: list[NumberSeries] = []
         values: list[bytes] = []
         pos, end, index, latest, last_time, ts = 0, len(buf), -1, 0, b"", 0
-        while pos < end and buf[pos] == 0x0A:  # data_points (field 1)
-            length = buf[pos + 1]
-            if length < 0x80:
-                i = pos + 2
-            else:
-                length, i = read_varint(buf, pos + 1)
-            pos = i + length
+        while pos < end:
+            if buf[pos] == 0x0A:  # data_points (field 1)
+                length = buf[pos + 1]
+                if length < 0x80:
+                    i = pos + 2
+                else:
+                    length, i = read_varint(buf, pos + 1)
+                pos = i + length
+            else:  # another field, or a point behind an over-long tag
+                number, wire_type, i, pos = field_at(buf, pos)
+                if number != 1 or wire_type != 2:
+                    continue
             index += 1
             o = i + 9 if i < pos and buf[i] == 0x11 else i  # past the start time
             tag = buf[o + 9] if o + 18 <= pos and buf[o] == 0x19 else 0
             series = None
             if tag == 0x21 or tag == 0x31:
                 rest = buf[o + 18:pos]
-                series = cache.get(rest, UNSEEN)
-                if series is UNSEEN:
+                series = cache.get(rest, _UNSEEN)
+                if series is _UNSEEN:
                     series = self._new_series(cache, rest, points[index], base, name)
             if series is not None:
                 time_bytes = buf[o + 1:o + 9]
