@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from otelflow.wire import WireError, fields, read_varint, tag_length, varint
+from otelflow.wire import WireError, field_at, fields, read_varint, tag_length, varint
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**35])
@@ -25,7 +25,15 @@ def test_fields_locate_values_of_every_wire_type():
     assert found[-1][4] == len(raw)
 
 
-@pytest.mark.parametrize("raw", [b"\x0a\x05abc", b"\x0a", b"\x0f", b"\xff" * 11])
+@pytest.mark.parametrize("size", [0, 127, 128, 16383, 16384, 70000])
+def test_field_at_reads_lengths_of_any_size(size):
+    raw = tag_length(0x12, size) + b"x" * size + b"\x08\x01"
+    assert field_at(raw, 0) == (2, 2, len(raw) - size - 2, len(raw) - 2)
+    assert field_at(raw, len(raw) - 2) == (1, 0, len(raw) - 1, len(raw))
+
+
+@pytest.mark.parametrize("raw", [b"\x0a\x05abc", b"\x0a", b"\x0f", b"\xff" * 11,
+                                 b"\x0a\x80"])
 def test_malformed_bytes_are_wire_errors(raw):
     with pytest.raises(WireError):
         list(fields(raw, 0, len(raw)))

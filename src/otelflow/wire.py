@@ -50,8 +50,8 @@ def tag_length(tag: int, n: int) -> bytes:
 
 def field_at(b: bytes, i: int) -> tuple[int, int, int, int]:
     """(field number, wire type, value start, field end) of the field starting at b[i]; a
-    length-delimited field's value is b[value start:field end]. One-byte tags and lengths,
-    nearly all of them in OTLP, skip the varint call."""
+    length-delimited field's value is b[value start:field end]. One-byte tags and one- or
+    two-byte lengths, nearly all of them in OTLP, skip the varint call."""
     try:
         tag = b[i]
         if tag < 0x80:
@@ -63,6 +63,10 @@ def field_at(b: bytes, i: int) -> tuple[int, int, int, int]:
             n = b[i]
             if n < 0x80:
                 return tag >> 3, 2, i + 1, i + 1 + n
+            high = b[i + 1]
+            if high < 0x80:  # two-byte lengths: 128 B - 16 KiB
+                n = (n & 0x7F) | high << 7
+                return tag >> 3, 2, i + 2, i + 2 + n
             n, i = read_varint(b, i)
             return tag >> 3, 2, i, i + n
         if wire == 0:

@@ -320,15 +320,19 @@ def number_data(raw: bytes) -> list[bytes | None]:
     its data field twice, which a parser merges)."""
     out: list[bytes | None] = []
     for resource in _fields_numbered(raw, 0, len(raw), 1):  # resource_metrics
-        for scope in _fields_numbered(raw, *resource, 2):  # scope_metrics
-            for start, end in _fields_numbered(raw, *scope, 2):  # metrics
+        for scope_start, scope_end in _fields_numbered(raw, *resource, 2):  # scope_metrics
+            pos = scope_start
+            while pos < scope_end:
+                number, wire_type, start, pos = field_at(raw, pos)
+                if number != 2 or wire_type != 2:  # not a metric
+                    continue
                 data, count, i = None, 0, start
-                while i < end:
+                while i < pos:
                     number, wire_type, value, i = field_at(raw, i)
                     if wire_type == 2 and number in _DATA_FIELDS:
                         count += 1
                         data = raw[value:i] if number <= 7 else None
-                if i > end:
+                if i > pos or pos > scope_end:
                     raise WireError("field runs past the end of its message")
                 out.append(data if count == 1 else None)
     return out
