@@ -508,3 +508,20 @@ def test_number_data_finds_each_gauge_and_sum_and_skips_the_rest():
                                 summed.sum.SerializeToString()]
     twice = field(1, field(2, field(2, field(1, b"x") + field(5, b"") + field(5, b""))))
     assert number_data(twice) == [None]  # a parser merges the two: not read from the wire
+
+
+def test_series_cache_is_bounded_and_output_survives_its_reset():
+    builder = SeriesBuilder(TranslationSettings(target_info=False))
+    builder.SERIES_CACHE_LIMIT = 5
+    for step, service in enumerate(("a", "b", "c", "a")):  # 4 series per resource
+        req, scope = request({"service.name": service})
+        metric = scope.metrics.add(name="g")
+        for i in range(4):
+            metric.gauge.data_points.add(time_unix_nano=TS, as_double=i + step).attributes.append(
+                kv("i", str(i)))
+        enc = RemoteWriteEncoder()
+        builder.build(req, enc, req.SerializeToString())
+        got = {(ts.labels[1].value, ts.labels[2].value): ts.samples[0].value
+               for ts in remote_pb2.WriteRequest.FromString(enc.requests(10**6)[0]).timeseries}
+        assert got == {(str(i), service): float(i + step) for i in range(4)}
+        assert builder._cached_series <= 5 + 4  # reset once over the limit

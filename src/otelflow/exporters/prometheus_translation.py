@@ -82,18 +82,6 @@ def normalize_label(label: str) -> str:
     return label
 
 
-def metric_kind(metric: Any) -> str | None:
-    """gauge | counter | updowncounter | histogram | summary | exponential_histogram.
-
-    counter = monotonic sum, updowncounter = non-monotonic sum (a Prometheus gauge); None
-    when the metric has no data.
-    """
-    data = metric.WhichOneof("data")
-    if data == "sum":
-        return COUNTER if metric.sum.is_monotonic else UPDOWN
-    return data
-
-
 def build_name(name: str, unit: str, kind: str | None, namespace: str = "",
                add_suffixes: bool = True) -> str:
     """The Prometheus metric name for an OTLP metric (Go `BuildCompliantName`)."""
@@ -407,7 +395,8 @@ class SeriesBuilder:
 
     CACHE_LIMIT = 50_000
     SERIES_CACHE_LIMIT = 200_000
-    """Series whose labels are cached (all metrics, all resources); over it, all are dropped."""
+    """Series whose labels are cached (all metrics, all resources); over it, all are dropped
+    (checked when a resource's label set is first seen)."""
 
     def __init__(self, settings: TranslationSettings):
         self.s = settings
@@ -415,9 +404,9 @@ class SeriesBuilder:
         self._name_cache: dict[tuple[str, str, str | None], str] = {}
         self._float_cache: dict[float, str] = {}
         self._set_cache: dict[tuple, LabelSet] = {}
-        self._number_cache: dict[tuple[int, str], dict[bytes, NumberSeries | None]] = {}
+        # resource labels -> metric name -> point bytes after the value -> series
+        self._number_cache: dict[tuple, dict[str, dict[bytes, NumberSeries | None]]] = {}
         self._normalized: dict[str, str] = {}
-        self._base_ids: dict[tuple, int] = {}
         self._cached_series = 0
 
     # -- small caches -----------------------------------------------------------------------
@@ -473,11 +462,13 @@ class SeriesBuilder:
                   data: Iterator[bytes | None]) -> None:
         base, resource_pairs = self._resource_labels(rm)
         base_key = tuple(sorted(base.items()))
+        numbers = self._number_caches(base_key)
         latest = 0
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                latest = max(latest, self._metric(metric, base, base_key, sink, result,
-                                                  next(data, None)))
+                ts = self._metric(metric, base, base_key, numbers, sink, result, next(data, None))
+                if ts > latest:
+                    latest = ts
         if self.s.target_info and latest:
             self._target_info(resource_pairs, latest, sink)
 
@@ -510,14 +501,26 @@ class SeriesBuilder:
     def _point_labels(self, pairs: tuple[tuple[str, str], ...], base: dict[str, str]) -> LabelSet:
         return LabelSet(self._labels_of(pairs, base), self.encode_label)
 
-    def _metric(self, metric: Any, base: dict[str, str], base_key: tuple, sink: SeriesSink,
+    def _number_caches(self, base_key: tuple) -> dict[str, dict[bytes, NumberSeries | None]]:
+        """The gauge/sum series caches (per metric name) of one resource's label set."""
+        caches = self._number_cache.get(base_key)
+        if caches is None:
+            if self._cached_series > self.SERIES_CACHE_LIMIT:
+                self._number_cache.clear()
+                self._cached_series = 0
+            caches = self._number_cache[base_key] = {}
+        return caches
+
+    def _metric(self, metric: Any, base: dict[str, str], base_key: tuple,
+                numbers: dict[str, dict[bytes, NumberSeries | None]], sink: SeriesSink,
                 result: TranslationResult, raw_data: bytes | None = None) -> int:
         """Emit one metric's points; returns the latest timestamp (ms) seen, 0 if none.
         `raw_data` is the metric's Gauge/Sum message as received, if known."""
-        kind = metric_kind(metric)
-        if kind is None:
+        field = metric.WhichOneof("data")
+        if field is None:
             return 0
-        data = getattr(metric, metric.WhichOneof("data"))
+        data = getattr(metric, field)
+        kind = (COUNTER if data.is_monotonic else UPDOWN) if field == "sum" else field
         points = data.data_points
         if kind not in (GAUGE, SUMMARY) and data.aggregation_temporality != CUMULATIVE:
             result.dropped += len(points)
@@ -529,8 +532,11 @@ class SeriesBuilder:
             sink.metadata(kind, name, metric.description, unit_word(metric.unit))
         result.points += len(points)
         if kind in (GAUGE, COUNTER, UPDOWN):
-            return self._number_points(data, raw_data or data.SerializeToString(), name, base,
-                                       base_key, sink)
+            cache = numbers.get(name)
+            if cache is None:
+                cache = numbers[name] = {}
+            return self._number_points(points, raw_data or data.SerializeToString(), cache,
+                                       name, base, sink)
         emit = getattr(self, "_emit_" + kind)
         latest = 0
         sets = self._set_cache
@@ -553,9 +559,10 @@ class SeriesBuilder:
                 latest = ts
         return latest
 
-    def _number_points(self, data: Any, buf: bytes, name: str, base: dict[str, str],
-                       base_key: tuple, sink: SeriesSink) -> int:
-        """The hot path for gauge/sum points, over `buf`, the Gauge/Sum message's bytes.
+    def _number_points(self, points: Any, buf: bytes, cache: dict[bytes, NumberSeries | None],
+                       name: str, base: dict[str, str], sink: SeriesSink) -> int:
+        """The hot path for gauge/sum points, over `buf`, the Gauge/Sum message's bytes;
+        `cache` holds the metric's series by the bytes that tell them apart.
 
         A point laid out as the SDKs write it (start time, time, value, then attributes and
         flags) is read at fixed offsets; its value is passed on as its 8 little-endian bytes
@@ -564,19 +571,11 @@ class SeriesBuilder:
         (exemplars, missing or reordered fields) are read from the parsed message. Samples go
         to the sink in runs that share a timestamp.
         """
-        if self._cached_series > self.SERIES_CACHE_LIMIT:
-            self._number_cache.clear()
-            self._base_ids.clear()
-            self._cached_series = 0
-        key = (self._base_ids.setdefault(base_key, len(self._base_ids)), name)
-        cache = self._number_cache.get(key)
-        if cache is None:
-            cache = self._number_cache[key] = {}
-        points = data.data_points
         run: list[NumberSeries] = []
         values: list[bytes] = []
         pos, end, index, latest, last_time, ts = 0, len(buf), -1, 0, b"", 0
-        while pos < end:
+        last = len(points) - 1  # stop there: the fields after the points are read elsewhere
+        while pos < end and index < last:
             if buf[pos] == 0x0A:  # data_points (field 1)
                 length = buf[pos + 1]
                 if length < 0x80:
