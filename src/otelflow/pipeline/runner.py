@@ -34,6 +34,7 @@ async def serve(config: ServiceConfig, paths: Sequence[str] | None, watch: bool,
     loop.add_signal_handler(signal.SIGHUP, reload.set)
     link = WorkerLink.from_env()
     if link is not None:
+        structlog.contextvars.bind_contextvars(worker=link.slot.index)
         await link.start()
     # a worker told to stop by its supervisor waits, before it stops, for its peers
     drain = link.draining if link is not None else asyncio.Event()
@@ -42,7 +43,8 @@ async def serve(config: ServiceConfig, paths: Sequence[str] | None, watch: bool,
     try:
         await service.start()
     except Exception as exc:
-        print(f"otelflow: {exc}", file=sys.stderr)
+        who = f"worker {link.slot.index}: " if link is not None else ""
+        print(f"otelflow: {who}{exc}", file=sys.stderr)
         return 1
     _ready(service, link)
     try:
@@ -64,6 +66,8 @@ async def serve(config: ServiceConfig, paths: Sequence[str] | None, watch: bool,
     finally:
         if watcher is not None:
             watcher.cancel()
+        if link is not None:
+            link.close()
 
 
 def _ready(service: Service, link: WorkerLink | None) -> None:

@@ -67,6 +67,7 @@ class WorkerLink:
         self._fd = report_fd
         self.draining = asyncio.Event()  # the supervisor asked to shut down (or is gone)
         self._stop = asyncio.Event()  # every worker has drained: finish shutting down
+        self.orphaned = False  # stdin closed without `stop`: the supervisor died
         self._task: asyncio.Task | None = None
 
     @classmethod
@@ -87,6 +88,7 @@ class WorkerLink:
                 self.draining.set()
             elif command == b"stop":
                 self._stop.set()
+        self.orphaned = not self._stop.is_set()
         self.draining.set()  # stdin closed: the supervisor is gone, shut down alone
         self._stop.set()
 
@@ -96,6 +98,13 @@ class WorkerLink:
 
     def ready(self, metrics_port: int | None) -> None:
         self.report("ready", metrics=None if metrics_port is None else f"127.0.0.1:{metrics_port}")
+
+    def close(self) -> None:
+        """Orphaned workers remove the socket dir the dead supervisor left (the last one
+        to exit succeeds: it must be empty)."""
+        if self.orphaned:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.slot.directory)
 
     async def barrier(self) -> None:
         """Between draining towards peers and stopping: wait until every worker has drained."""
@@ -213,6 +222,7 @@ class Supervisor:
         done = await self._first([ready, stop, *(w.exited for w in self.workers)])
         ready.cancel()
         stop.cancel()
+        await asyncio.gather(ready, stop, return_exceptions=True)
         for worker in self.workers:
             if worker.exited is done or (worker.exited.done() and not worker.ready.is_set()):
                 print(f"otelflow: worker {worker.slot.index} failed to start (exit code "
