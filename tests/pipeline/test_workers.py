@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
+from otelflow.pipeline.workers import merge_expositions
 from otelflow.testing.fake_backend import FakeBackend
 from otelflow.testing.process import CollectorProcess, free_port
 
@@ -275,3 +276,26 @@ def test_sighup_is_forwarded_to_the_workers(backend, ports):
         code = collector.stop()
     assert {t: sorted(ids) for t, ids in received(backend).items()} == errors
     assert code == 0, collector.logs()
+
+
+def test_merged_exposition_sums_identical_series():
+    worker = """# HELP otelcol_receiver_accepted_spans Spans accepted.
+# TYPE otelcol_receiver_accepted_spans counter
+otelcol_receiver_accepted_spans_total{receiver="otlp",transport="grpc"} %s
+otelcol_receiver_accepted_spans_created{receiver="otlp",transport="grpc"} %s
+# HELP otelcol_process_uptime Uptime.
+# TYPE otelcol_process_uptime counter
+otelcol_process_uptime_total %s
+# HELP otelcol_exporter_queue_size Queue size.
+# TYPE otelcol_exporter_queue_size gauge
+otelcol_exporter_queue_size{exporter="otlp/forward-worker%s-traces"} 3.0
+"""
+    merged = merge_expositions([worker % (10, 100.0, 5.0, 1), worker % (32, 90.0, 7.0, 0)])
+    assert total(merged, "otelcol_receiver_accepted_spans_total", receiver="otlp") == 42
+    assert total(merged, "otelcol_receiver_accepted_spans_created") == 90.0
+    assert total(merged, "otelcol_process_uptime_total") == 7.0
+    queues = [s for f in text_string_to_metric_families(merged) for s in f.samples
+              if s.name == "otelcol_exporter_queue_size"]
+    assert sorted(s.labels["exporter"] for s in queues) == [
+        "otlp/forward-worker0-traces", "otlp/forward-worker1-traces"]
+    assert "# TYPE otelcol_receiver_accepted_spans counter" in merged
