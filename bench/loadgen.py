@@ -199,6 +199,7 @@ async def _drive(args, pool, send, error_type) -> dict:
             i += args.concurrency
 
     start = time.monotonic()
+    stats["started_at"] = time.time()  # wall clock, for a caller in another process
     await asyncio.gather(*(worker(w) for w in range(args.concurrency)))
     stats["elapsed"] = time.monotonic() - start
     stats["items_per_s"] = stats["accepted_items"] / stats["elapsed"]

@@ -6,6 +6,7 @@ the same run: upb parse + serialize of the same requests on one core (ratio = pi
 
     python bench/run.py                       # every scenario whose components exist
     python bench/run.py passthrough agent --repeat 5 --duration 10
+    python bench/run.py metrics_remote_write --rate 300000 --no-latency   # sustained?
 """
 
 from __future__ import annotations
@@ -180,16 +181,16 @@ def scrape(metrics_port: int, signal: Signal) -> float:
 
 def drained_at(metrics_port: int, signal: Signal, timeout: float = 120.0) -> float:
     """Wait until the exporters' queues are empty and nothing more is sent; return the
-    monotonic time of the last send seen, so a rate counts only work the collector finished
+    wall-clock time of the last send seen, so a rate counts only work the collector finished
     (accepted items still queued would otherwise inflate it)."""
     sent_name = f"otelcol_exporter_sent_{signal.item_unit}_total"
-    last_change, last_sent = time.monotonic(), -1.0
+    last_change, last_sent = time.time(), -1.0
     deadline = last_change + timeout
-    while time.monotonic() < deadline:
+    while time.time() < deadline:
         queued, sent = scrape_sums(metrics_port, "otelcol_exporter_queue_size", sent_name)
         if queued or sent != last_sent:
-            last_change, last_sent = time.monotonic(), sent
-        elif time.monotonic() - last_change > 0.3:
+            last_change, last_sent = time.time(), sent
+        elif time.time() - last_change > 0.3:
             break
         time.sleep(0.05)
     return last_change
@@ -258,8 +259,11 @@ def floor(s: Scenario) -> float:
         os.sched_setaffinity(0, {0, 1})
 
 
-def run_scenario(s: Scenario, duration: float, repeat: int, latency: bool) -> dict:
-    rates, cpu_per_m, peaks = [], [], []
+def run_scenario(s: Scenario, duration: float, repeat: int, latency: bool,
+                 offered: float = 0) -> dict:
+    """`offered` > 0 paces the load at that many items/s (a sustained-rate run) instead of
+    sending as fast as the collector answers."""
+    rates, cpu_per_m, peaks, busy, refused = [], [], [], [], 0
     signal = Signal(s.signal)
     lat: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,10 +286,11 @@ def run_scenario(s: Scenario, duration: float, repeat: int, latency: bool) -> di
                 if is_latency_run:
                     prober.start()
                 cpu0, acc0 = sum(proc.cpu_times()[:2]), scrape(mport, signal)
-                t0 = time.monotonic()
-                rate = statistics.median(rates) / 2 if is_latency_run else 0
-                run_load(s, port, duration, rate)
-                elapsed = drained_at(mport, signal) - t0
+                rate = statistics.median(rates) / 2 if is_latency_run else offered
+                load = run_load(s, port, duration, rate)
+                refused += load["refused_items"]
+                # from the first request sent (not counting the load generator's start-up)
+                elapsed = drained_at(mport, signal) - load["started_at"]
                 cpu, acc = sum(proc.cpu_times()[:2]) - cpu0, scrape(mport, signal) - acc0
                 stop.set()
                 if prober.is_alive():
@@ -295,6 +300,7 @@ def run_scenario(s: Scenario, duration: float, repeat: int, latency: bool) -> di
                     rates.append(acc / elapsed)
                     cpu_per_m.append(cpu / (acc / 1e6) if acc else float("nan"))
                     peaks.append(watcher.peak / 2**20)
+                    busy.append(cpu / elapsed)
             finally:
                 coll.terminate()
                 coll.wait(30)
@@ -306,7 +312,10 @@ def run_scenario(s: Scenario, duration: float, repeat: int, latency: bool) -> di
     med = statistics.median(rates)
     result = {"scenario": s.name, "items_per_s": med, "runs": [round(r) for r in rates],
               "cpu_s_per_million": statistics.median(cpu_per_m), "peak_rss_mib": max(peaks),
-              "floor_items_per_s": fl, "ratio_to_floor": med / fl, "go_figure": s.go_figure}
+              "floor_items_per_s": fl, "ratio_to_floor": med / fl, "go_figure": s.go_figure,
+              "collector_cpu_share": statistics.median(busy), "refused_items": refused}
+    if offered:
+        result["offered_items_per_s"] = offered
     if lat:
         q = statistics.quantiles(lat, n=100)
         result.update(p50_ms=statistics.median(lat), p99_ms=q[98], probes=len(lat))
@@ -314,12 +323,14 @@ def run_scenario(s: Scenario, duration: float, repeat: int, latency: bool) -> di
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| scenario | items/s (median) | runs | CPU s / M items | peak RSS MiB | p50 / p99 ms "
-             "| floor items/s | ratio | Go collector |", "|" + "---|" * 9]
+    lines = ["| scenario | items/s (median) | runs | CPU s / M items | collector CPU | refused "
+             "| peak RSS MiB | p50 / p99 ms | floor items/s | ratio | Go collector |",
+             "|" + "---|" * 11]
     for r in results:
         lat = f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f}" if "p99_ms" in r else "-"
         lines.append(f"| {r['scenario']} | {r['items_per_s']:,.0f} | {r['runs']} "
-                     f"| {r['cpu_s_per_million']:.2f} | {r['peak_rss_mib']:.0f} | {lat} "
+                     f"| {r['cpu_s_per_million']:.2f} | {r['collector_cpu_share']:.0%} "
+                     f"| {r['refused_items']:,} | {r['peak_rss_mib']:.0f} | {lat} "
                      f"| {r['floor_items_per_s']:,.0f} | {r['ratio_to_floor']:.2f} "
                      f"| {r['go_figure'] or '-'} |")
     return "\n".join(lines)
@@ -331,6 +342,10 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-latency", action="store_true")
+    p.add_argument("--rate", type=float, default=0,
+                   help="offered items/s (default: as fast as the collector answers); with a "
+                        "rate, a run shows whether the collector sustains it: collector CPU "
+                        "share < 1, nothing refused, queues drained")
     args = p.parse_args()
     registry = Registry()
     chosen = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios]
@@ -341,7 +356,8 @@ def main() -> int:
             print(f"skipping {s.name}: {missing}", file=sys.stderr)
             continue
         print(f"running {s.name} ...", file=sys.stderr)
-        results.append(run_scenario(s, args.duration, args.repeat, not args.no_latency))
+        results.append(run_scenario(s, args.duration, args.repeat, not args.no_latency,
+                                    args.rate))
         print(json.dumps(results[-1]), file=sys.stderr)
     print(markdown(results))
     return 0

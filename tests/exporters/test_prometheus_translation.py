@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import struct
 
 import pytest
@@ -22,8 +23,10 @@ from otelflow.exporters.prometheus_translation import (
     build_name,
     format_float,
     normalize_label,
+    number_data,
 )
 from otelflow.exporters.prompb import remote_pb2
+from otelflow.wire import tag_length
 
 NAME_CASES = [
     # (otel name, unit, kind, expected prometheus name)
@@ -397,3 +400,106 @@ def test_exponential_histogram_scale_below_minus_4_is_refused_per_point():
     assert (result.points, result.dropped) == (1, 1)
     assert "scale -5 is below -4" in result.errors[0]
     assert enc.series_count == 1
+
+
+@pytest.mark.parametrize("with_raw", [False, True], ids=["parsed", "raw"])
+@pytest.mark.parametrize("seed", range(6))
+def test_gauge_and_sum_samples_match_a_per_point_oracle(seed, with_raw):
+    """Random gauges/sums where series repeat within a request (several timestamps, a metric
+    split in two), some with exemplars, stale flags, int values and timestamp 0: every
+    series is written once, with all its samples in timestamp order, whichever path each
+    sample took."""
+    rnd = random.Random(seed)
+    builder = SeriesBuilder(TranslationSettings(target_info=False))
+    for _ in range(3):  # later requests hit the series cache
+        req, scope = request({"service.name": "svc"})
+        expected: dict[tuple, list] = {}
+        for m in range(rnd.randint(1, 4)):
+            for _part in range(rnd.randint(1, 2)):  # the same metric twice in one scope
+                metric = scope.metrics.add(name=f"m{m}")
+                data = metric.gauge if m % 2 else metric.sum
+                if not m % 2:
+                    data.aggregation_temporality = 2
+                for _ in range(rnd.randint(1, 6)):
+                    t_ms = rnd.choice([0, 5, TS_MS, TS_MS + 1000, TS_MS + 2000])
+                    dp = data.data_points.add(time_unix_nano=t_ms * 1_000_000)
+                    value = float(rnd.randint(0, 9))
+                    if rnd.random() < 0.5:
+                        dp.as_int = int(value)
+                    else:
+                        dp.as_double = value
+                    series = rnd.randint(0, 2)
+                    dp.attributes.append(kv("s", str(series)))
+                    if rnd.random() < 0.2:
+                        dp.flags = 1
+                        value = math.nan
+                    if rnd.random() < 0.2:
+                        dp.exemplars.add(as_double=1.0, time_unix_nano=TS)
+                    key = (("__name__", f"m{m}"), ("job", "svc"), ("s", str(series)))
+                    expected.setdefault(key, []).append((t_ms, value))
+        enc = RemoteWriteEncoder()
+        builder.build(req, enc, req.SerializeToString() if with_raw else None)
+        got: dict[tuple, list] = {}
+        for body in enc.requests(3_000_000):
+            for ts in remote_pb2.WriteRequest.FromString(body).timeseries:
+                key = tuple((label.name, label.value) for label in ts.labels)
+                assert key not in got, f"series {key} written twice"
+                got[key] = [(s.timestamp, s.value) for s in ts.samples]
+        assert got.keys() == expected.keys()
+        for key, samples in got.items():
+            assert [t for t, _ in samples] == sorted(t for t, _ in samples)
+            want = sorted(expected[key], key=lambda sample: sample[0])
+            assert [(t, "nan" if math.isnan(v) else v) for t, v in sorted(samples)] == \
+                [(t, "nan" if math.isnan(v) else v) for t, v in sorted(want)], key
+
+
+def field(number: int, payload: bytes) -> bytes:
+    return tag_length(number << 3 | 2, len(payload)) + payload
+
+
+def fixed64(number: int, value: int) -> bytes:
+    return bytes((number << 3 | 1,)) + struct.pack("<Q", value)
+
+
+def test_points_in_any_field_order_translate_like_sdk_ordered_ones():
+    """Wire bytes as another encoder may write them (attributes first, no start time,
+    an unknown field, exemplars after attributes) give the same samples as the parsed
+    message, and the same series twice gives one series with two samples."""
+    attr = field(7, kv("route", "/a").SerializeToString())
+    exemplar = field(5, fixed64(2, TS) + b"\x19" + struct.pack("<d", 9.0))
+    points = [
+        attr + fixed64(3, TS) + b"\x21" + struct.pack("<d", 1.5),           # attributes first
+        fixed64(3, TS + 10**9) + b"\x31" + struct.pack("<q", 7) + attr,     # no start time
+        fixed64(2, 1) + fixed64(3, TS + 2 * 10**9) + b"\x21" + struct.pack("<d", 2.5)
+        + attr + exemplar + b"\xa8\x06\x01",                           # exemplar + field 101
+    ]
+    gauge = b"".join(field(1, p) for p in points)
+    metric = field(1, b"temp") + field(5, gauge)
+    raw = field(1, field(1, field(1, kv("service.name", "svc").SerializeToString()))
+                + field(2, field(2, metric)))
+    req = ExportMetricsServiceRequest.FromString(raw)
+    outputs = []
+    for source in (raw, None):
+        enc = RemoteWriteEncoder()
+        SeriesBuilder(TranslationSettings()).build(req, enc, source)
+        outputs.append(remote_pb2.WriteRequest.FromString(enc.requests(10**6)[0]))
+    assert outputs[0] == outputs[1]
+    ts, = [t for t in outputs[0].timeseries if t.labels[0].value == "temp"]
+    assert [(s.value, s.timestamp) for s in ts.samples] == [
+        (1.5, TS // 10**6), (7.0, TS // 10**6 + 1000), (2.5, TS // 10**6 + 2000)]
+    assert [e.value for e in ts.exemplars] == [9.0]
+
+
+def test_number_data_finds_each_gauge_and_sum_and_skips_the_rest():
+    req, scope = request({})
+    scope.metrics.add(name="g").gauge.data_points.add(as_double=1.0)
+    scope.metrics.add(name="h").histogram.data_points.add(count=1)
+    summed = scope.metrics.add(name="s", unit="1")
+    summed.sum.data_points.add(as_int=2)
+    summed.sum.aggregation_temporality = 2
+    raw = req.SerializeToString()
+    assert number_data(raw) == [req.resource_metrics[0].scope_metrics[0].metrics[0]
+                                .gauge.SerializeToString(), None,
+                                summed.sum.SerializeToString()]
+    twice = field(1, field(2, field(2, field(1, b"x") + field(5, b"") + field(5, b""))))
+    assert number_data(twice) == [None]  # a parser merges the two: not read from the wire

@@ -235,7 +235,7 @@ class PrometheusExporter(Exporter):
 
     async def export(self, batch: Batch) -> None:
         self.store.refused = 0
-        result = self.builder.build(batch.message, self.store)
+        result = self.builder.build(batch.message, self.store, batch.to_bytes())
         refused = result.dropped + self.store.refused
         if refused:
             self.metrics.dropped(self.id, Signal.METRICS, "unsupported_metric", refused)

@@ -186,7 +186,7 @@ class PrometheusRemoteWriteExporter(Exporter):
     def encode(self, batch: Batch) -> list[bytes]:
         """The compressed WriteRequest bodies for a batch (counts refused points)."""
         encoder = RemoteWriteEncoder()
-        result = self.builder.build(batch.message, encoder)
+        result = self.builder.build(batch.message, encoder, batch.to_bytes())
         if result.dropped:
             self._failed_translations.inc()
             self.metrics.dropped(self.id, Signal.METRICS, "unsupported_metric",

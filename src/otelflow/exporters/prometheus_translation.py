@@ -18,7 +18,7 @@ import math
 import re
 import struct
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from itertools import accumulate
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otelflow.exporters.prompb import types_pb2
-from otelflow.wire import read_varint, tag_length, varint
+from otelflow.wire import WireError, field_at, fields, read_varint, tag_length, varint
 
 # -- names ----------------------------------------------------------------------------------
 
@@ -57,6 +57,11 @@ CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
 NO_RECORDED_VALUE = metrics_pb2.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 """Prometheus' staleness marker: a NaN with a specific bit pattern."""
+STALE_BYTES = struct.pack("<Q", 0x7FF0000000000002)
+ZERO_BYTES = bytes(8)
+STANDARD_SAMPLE_FIELD = 18
+"""Bytes of a TimeSeries' `samples` field holding a double and a millisecond timestamp
+between 1971 and 2109 (a 6-byte varint): tag, length, 9 + 7."""
 
 
 def clean_up_string(text: str) -> str:
@@ -227,7 +232,9 @@ def encode_label(name: str, value: str) -> bytes:
 
 
 _DOUBLE = struct.Struct("<d").pack
-_U64 = struct.Struct("<Q").unpack_from
+_DOUBLES = struct.Struct("<d").iter_unpack
+_U64 = struct.Struct("<Q").unpack
+_U64_BYTES = struct.Struct("<Q").pack
 _I64 = struct.Struct("<q").unpack_from
 _F64 = struct.Struct("<d").unpack_from
 NAME_LABEL = "__name__"
@@ -273,10 +280,81 @@ class LabelSet:
         return before + name_enc + mid + extra_enc + after
 
 
+UNSEEN = object()
+
+
+class NumberSeries:
+    """A gauge/sum series seen before: its encoded labels and, for remote write, the start of
+    its one-sample TimeSeries entry (header + labels + sample header)."""
+
+    __slots__ = ("entry_head", "labels", "stale")
+
+    def __init__(self, labels: bytes, stale: bool):
+        self.labels = labels
+        self.stale = stale
+        body = len(labels) + STANDARD_SAMPLE_FIELD
+        self.entry_head = b"\x0a" + varint(body) + labels + b"\x12\x10\x09"
+
+
+def point_parts(dp: Any) -> tuple[bytes, bytes, bytes, Any]:
+    """(time as 8 bytes, value as 8 bytes, attributes + flags serialised as on the wire,
+    exemplars or None) of a NumberDataPoint message."""
+    value = dp.as_double if dp.WhichOneof("value") == "as_double" else float(dp.as_int)
+    rest = metrics_pb2.NumberDataPoint(attributes=dp.attributes, flags=dp.flags)
+    return (_U64_BYTES(dp.time_unix_nano), _DOUBLE(value), rest.SerializeToString(),
+            dp.exemplars or None)
+
+
+def only_attributes_and_flags(rest: bytes) -> bool:
+    """Whether NumberDataPoint bytes hold nothing but attributes (7) and flags (8)."""
+    try:
+        return all((number, wire_type) in ((7, 2), (8, 0))
+                   for number, wire_type, *_ in fields(rest, 0, len(rest)))
+    except WireError:
+        return False
+
+
+def number_data(raw: bytes) -> list[bytes | None]:
+    """The Gauge or Sum message bytes of each metric of a serialized
+    ExportMetricsServiceRequest, in order; None for other kinds (and for a metric carrying
+    its data field twice, which a parser merges)."""
+    out: list[bytes | None] = []
+    for resource in _fields_numbered(raw, 0, len(raw), 1):  # resource_metrics
+        for scope in _fields_numbered(raw, *resource, 2):  # scope_metrics
+            for start, end in _fields_numbered(raw, *scope, 2):  # metrics
+                data, count, i = None, 0, start
+                while i < end:
+                    number, wire_type, value, i = field_at(raw, i)
+                    if wire_type == 2 and number in _DATA_FIELDS:
+                        count += 1
+                        data = raw[value:i] if number <= 7 else None
+                if i > end:
+                    raise WireError("field runs past the end of its message")
+                out.append(data if count == 1 else None)
+    return out
+
+
+_DATA_FIELDS = frozenset((5, 7, 9, 10, 11))
+"""Metric.data: gauge, sum, histogram, exponential_histogram, summary."""
+
+
+def _fields_numbered(raw: bytes, start: int, end: int, wanted: int) -> Iterator[tuple[int, int]]:
+    """(value start, end) of each length-delimited field `wanted` in raw[start:end]."""
+    for number, wire_type, _, value, field_end in fields(raw, start, end):
+        if number == wanted and wire_type == 2:
+            yield value, field_end
+
+
 class SeriesSink:
     """Receives what `SeriesBuilder` produces. Methods take encoded label bytes."""
 
     def sample(self, labels: bytes, value: float, ts_ms: int) -> None: ...
+
+    def number_samples(self, series: list[NumberSeries], values: list[bytes],
+                       ts_ms: int) -> None:
+        """Gauge/sum samples sharing one timestamp; values are 8-byte little-endian doubles."""
+        for one, (value,) in zip(series, _DOUBLES(b"".join(values)), strict=True):
+            self.sample(one.labels, value, ts_ms)
 
     def samples(self, series: list[bytes], values: list[float], ts_ms: int) -> None:
         """Several series sharing one timestamp (histogram buckets)."""
@@ -333,7 +411,7 @@ class SeriesBuilder:
         self._name_cache: dict[tuple[str, str, str | None], str] = {}
         self._float_cache: dict[float, str] = {}
         self._set_cache: dict[tuple, LabelSet] = {}
-        self._number_cache: dict[tuple[int, str], dict[bytes, tuple[bytes, bool]]] = {}
+        self._number_cache: dict[tuple[int, str], dict[bytes, NumberSeries | None]] = {}
         self._normalized: dict[str, str] = {}
         self._base_ids: dict[tuple, int] = {}
         self._cached_series = 0
@@ -369,11 +447,16 @@ class SeriesBuilder:
 
     # -- walking ----------------------------------------------------------------------------
 
-    def build(self, request: Any, sink: SeriesSink) -> TranslationResult:
-        """Translate every resource of an ExportMetricsServiceRequest into `sink`."""
+    def build(self, request: Any, sink: SeriesSink, raw: bytes | None = None) -> TranslationResult:
+        """Translate every resource of an ExportMetricsServiceRequest into `sink`; `raw`, the
+        request's wire bytes when at hand, spares re-serialising each gauge/sum."""
         result = TranslationResult()
+        try:
+            data = iter(number_data(raw) if raw is not None else ())
+        except WireError:  # a field kind upb skips but the walk does not know (groups)
+            data = iter(())
         for rm in request.resource_metrics:
-            self._resource(rm, sink, result)
+            self._resource(rm, sink, result, data)
         return result
 
     def _resource_labels(self, rm: Any) -> tuple[dict[str, str], list[tuple[str, str]]]:
@@ -382,13 +465,15 @@ class SeriesBuilder:
         base.update(job_instance(pairs))
         return base, pairs
 
-    def _resource(self, rm: Any, sink: SeriesSink, result: TranslationResult) -> None:
+    def _resource(self, rm: Any, sink: SeriesSink, result: TranslationResult,
+                  data: Iterator[bytes | None]) -> None:
         base, resource_pairs = self._resource_labels(rm)
         base_key = tuple(sorted(base.items()))
         latest = 0
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                latest = max(latest, self._metric(metric, base, base_key, sink, result))
+                latest = max(latest, self._metric(metric, base, base_key, sink, result,
+                                                  next(data, None)))
         if self.s.target_info and latest:
             self._target_info(resource_pairs, latest, sink)
 
@@ -422,8 +507,9 @@ class SeriesBuilder:
         return LabelSet(self._labels_of(pairs, base), self.encode_label)
 
     def _metric(self, metric: Any, base: dict[str, str], base_key: tuple, sink: SeriesSink,
-                result: TranslationResult) -> int:
-        """Emit one metric's points; returns the latest timestamp (ms) seen, 0 if none."""
+                result: TranslationResult, raw_data: bytes | None = None) -> int:
+        """Emit one metric's points; returns the latest timestamp (ms) seen, 0 if none.
+        `raw_data` is the metric's Gauge/Sum message as received, if known."""
         kind = metric_kind(metric)
         if kind is None:
             return 0
@@ -439,7 +525,8 @@ class SeriesBuilder:
             sink.metadata(kind, name, metric.description, unit_word(metric.unit))
         result.points += len(points)
         if kind in (GAUGE, COUNTER, UPDOWN):
-            return self._number_points(data, name, base, base_key, sink)
+            return self._number_points(data, raw_data or data.SerializeToString(), name, base,
+                                       base_key, sink)
         emit = getattr(self, "_emit_" + kind)
         latest = 0
         sets = self._set_cache
@@ -462,13 +549,16 @@ class SeriesBuilder:
                 latest = ts
         return latest
 
-    def _number_points(self, data: Any, name: str, base: dict[str, str], base_key: tuple,
-                       sink: SeriesSink) -> int:
-        """The hot path for gauge/sum points.
+    def _number_points(self, data: Any, buf: bytes, name: str, base: dict[str, str],
+                       base_key: tuple, sink: SeriesSink) -> int:
+        """The hot path for gauge/sum points, over `buf`, the Gauge/Sum message's bytes.
 
-        Serialises the metric's data once and reads each point's time and value from the
-        wire bytes; the label cache is keyed on the bytes after them (attributes + flags), so
-        attributes are only walked the first time a series is seen.
+        A point laid out as the SDKs write it (start time, time, value, then attributes and
+        flags) is read at fixed offsets; its value is passed on as its 8 little-endian bytes
+        (also the remote-write encoding) and its series is found by the bytes after the
+        value, so attributes are walked only the first time a series is seen. Other points
+        (exemplars, missing or reordered fields) are read from the parsed message. Samples go
+        to the sink in runs that share a timestamp.
         """
         if self._cached_series > self.SERIES_CACHE_LIMIT:
             self._number_cache.clear()
@@ -478,58 +568,65 @@ class SeriesBuilder:
         cache = self._number_cache.get(key)
         if cache is None:
             cache = self._number_cache[key] = {}
-        sample = sink.sample
         points = data.data_points
-        buf = data.SerializeToString()
-        pos, end, index, latest, last_ns, ts = 0, len(buf), -1, 0, -1, 0
-        while pos < end and buf[pos] == 0x0A:  # data_points (field 1) come first
+        run: list[NumberSeries] = []
+        values: list[bytes] = []
+        pos, end, index, latest, last_time, ts = 0, len(buf), -1, 0, b"", 0
+        while pos < end and buf[pos] == 0x0A:  # data_points (field 1)
             length = buf[pos + 1]
             if length < 0x80:
-                pos += 2
+                i = pos + 2
             else:
-                length, pos = read_varint(buf, pos + 1)
-            i = pos
-            pos += length
+                length, i = read_varint(buf, pos + 1)
+            pos = i + length
             index += 1
-            ns, value = 0, 0.0
-            # start_time (0x11), time (0x19), as_double (0x21) | exemplars (0x2A), as_int (0x31)
-            if i < pos and buf[i] == 0x11:
-                i += 9
-            if i < pos and buf[i] == 0x19:
-                ns = _U64(buf, i + 1)[0]
-                i += 9
-            tag = buf[i] if i < pos else 0
-            if tag == 0x21:
-                value = _F64(buf, i + 1)[0]
-                i += 9
-                tag = buf[i] if i < pos else 0
-            has_exemplars = tag == 0x2A
-            if has_exemplars:
-                dp = points[index]
-                value = self._value(dp)
-                rest = b"".join([kv.SerializeToString() for kv in dp.attributes])
-                rest += b"\x01" if dp.flags & NO_RECORDED_VALUE else b""
+            o = i + 9 if i < pos and buf[i] == 0x11 else i  # past the start time
+            tag = buf[o + 9] if o + 18 <= pos and buf[o] == 0x19 else 0
+            series = None
+            if tag == 0x21 or tag == 0x31:
+                rest = buf[o + 18:pos]
+                series = cache.get(rest, UNSEEN)
+                if series is UNSEEN:
+                    series = self._new_series(cache, rest, points[index], base, name)
+            if series is not None:
+                time_bytes = buf[o + 1:o + 9]
+                value = buf[o + 10:o + 18] if tag == 0x21 else _DOUBLE(
+                    float(_I64(buf, o + 10)[0]))
+                exemplars = None
             else:
-                if tag == 0x31:
-                    value = float(_I64(buf, i + 1)[0])
-                    i += 9
-                rest = buf[i:pos]
-            hit = cache.get(rest)
-            if hit is None:
-                self._cached_series += 1
                 dp = points[index]
-                hit = cache[rest] = (self._number_labels(dp, base, name),
-                                     bool(dp.flags & NO_RECORDED_VALUE))
-            labels, stale = hit
-            if ns != last_ns:
-                last_ns, ts = ns, ns // 1_000_000
+                time_bytes, value, rest, exemplars = point_parts(dp)
+                series = cache.get(rest) or self._new_series(cache, rest, dp, base, name)
+            if time_bytes != last_time:
+                if run:
+                    sink.number_samples(run, values, ts)
+                    run, values = [], []
+                last_time, ts = time_bytes, _U64(time_bytes)[0] // 1_000_000
                 if ts > latest:
                     latest = ts
-            sample(labels, STALE_NAN if stale else value, ts)
-            if has_exemplars:
-                for ex in points[index].exemplars:
-                    sink.exemplar(labels, self.encode_exemplar(ex))
+            run.append(series)
+            values.append(STALE_BYTES if series.stale else value)
+            if exemplars:
+                sink.number_samples(run, values, ts)
+                run, values = [], []
+                for ex in exemplars:
+                    sink.exemplar(series.labels, self.encode_exemplar(ex))
+        if run:
+            sink.number_samples(run, values, ts)
         return latest
+
+    def _new_series(self, cache: dict[bytes, NumberSeries | None], rest: bytes, dp: Any,
+                    base: dict[str, str], name: str) -> NumberSeries | None:
+        """Cache the series of a point whose bytes after the value are `rest`; None (also
+        cached) when `rest` holds more than attributes and flags, so that such points are
+        read from the message."""
+        if not only_attributes_and_flags(rest):
+            cache[rest] = None
+            return None
+        self._cached_series += 1
+        series = cache[rest] = NumberSeries(self._number_labels(dp, base, name),
+                                            bool(dp.flags & NO_RECORDED_VALUE))
+        return series
 
     def _number_labels(self, dp: Any, base: dict[str, str], name: str) -> bytes:
         """The encoded, sorted labels of a new gauge/sum series, `__name__` included."""
@@ -539,11 +636,6 @@ class SeriesBuilder:
         return b"".join([encode(k, labels[k]) for k in sorted(labels)])
 
     # -- per type ---------------------------------------------------------------------------
-
-    def _value(self, dp: Any) -> float:
-        if dp.flags & NO_RECORDED_VALUE:
-            return STALE_NAN
-        return dp.as_double if dp.WhichOneof("value") == "as_double" else float(dp.as_int)
 
     def _emit_histogram(self, dp: Any, name: str, labels: LabelSet, ts: int,
                         sink: SeriesSink) -> None:
@@ -688,11 +780,15 @@ class RemoteWriteEncoder(SeriesSink):
 
     Samples of one series are sorted by timestamp; requests are cut so each stays under
     `max_bytes` (a single series larger than that goes alone, as in the Go exporter).
+    A gauge/sum series with one sample in the export (the common case) is kept as its
+    finished TimeSeries entry; a second sample, an exemplar or a histogram moves it to the
+    general per-series lists.
     """
 
-    __slots__ = ("_exemplars", "_histograms", "_last_ts", "_metadata", "_series")
+    __slots__ = ("_entries", "_exemplars", "_histograms", "_last_ts", "_metadata", "_series")
 
     def __init__(self) -> None:
+        self._entries: dict[bytes, bytes] = {}  # labels -> whole one-sample TimeSeries field
         # labels -> one encoded Sample (bytes), or a list of them once a second one arrives
         self._series: dict[bytes, bytes | list[bytes]] = {}
         self._exemplars: dict[bytes, list[bytes]] = {}
@@ -700,40 +796,67 @@ class RemoteWriteEncoder(SeriesSink):
         self._metadata: dict[str, bytes] = {}
         self._last_ts: tuple[int, bytes, bytes] = (-1, b"", b"")
 
-    def sample(self, labels: bytes, value: float, ts_ms: int) -> None:
+    def _sample_parts(self, ts_ms: int) -> tuple[bytes, bytes]:
+        """(field header + double tag, timestamp tail) of a Sample at `ts_ms`."""
         last = self._last_ts
         if last[0] != ts_ms:
             tail = b"\x10" + varint(ts_ms) if ts_ms else b""
             last = self._last_ts = (ts_ms, bytes((0x12, 9 + len(tail), 0x09)), tail)
-        encoded = last[1] + _DOUBLE(value) + last[2]
+        return last[1], last[2]
+
+    def _general(self, labels: bytes) -> None:
+        """Move a one-sample entry of `labels` to the per-series lists."""
+        entry = self._entries.pop(labels, None)
+        if entry is not None:
+            self._add(labels, entry[-STANDARD_SAMPLE_FIELD:])
+
+    def _add(self, labels: bytes, encoded: bytes) -> None:
         store = self._series
         existing = store.get(labels)
         if existing is None:
             store[labels] = encoded
         elif type(existing) is bytes:
-            store[labels] = [existing, encoded]
+            store[labels] = [existing, encoded] if existing else encoded
         else:
             existing.append(encoded)
 
+    def sample(self, labels: bytes, value: float, ts_ms: int) -> None:
+        if self._entries:
+            self._general(labels)
+        head, tail = self._sample_parts(ts_ms)
+        self._add(labels, head + _DOUBLE(value) + tail)
+
+    def number_samples(self, series: list[NumberSeries], values: list[bytes],
+                       ts_ms: int) -> None:
+        head, tail = self._sample_parts(ts_ms)
+        if len(tail) + 11 != STANDARD_SAMPLE_FIELD:
+            super().number_samples(series, values, ts_ms)
+            return
+        entries, general = self._entries, self._series
+        for one, value in zip(series, values, strict=True):
+            entry = one.entry_head + value + tail
+            if entries.setdefault(one.labels, entry) is not entry:  # a second sample
+                self._general(one.labels)
+                self._add(one.labels, head + value + tail)
+            elif general and one.labels in general:  # the series is already a list
+                del entries[one.labels]
+                self._add(one.labels, head + value + tail)
+
     def samples(self, series: list[bytes], values: list[float], ts_ms: int) -> None:
-        self.sample(series[0], values[0], ts_ms)  # refreshes the timestamp parts
-        _, head, tail = self._last_ts
-        store = self._series
-        for labels, value in zip(series[1:], values[1:], strict=True):
-            encoded = head + _DOUBLE(value) + tail
-            existing = store.get(labels)
-            if existing is None:
-                store[labels] = encoded
-            elif type(existing) is bytes:
-                store[labels] = [existing, encoded]
-            else:
-                existing.append(encoded)
+        if self._entries:
+            for labels in series:
+                self._general(labels)
+        head, tail = self._sample_parts(ts_ms)
+        for labels, value in zip(series, values, strict=True):
+            self._add(labels, head + _DOUBLE(value) + tail)
 
     def exemplar(self, labels: bytes, exemplar: bytes) -> None:
+        self._general(labels)
         self._exemplars.setdefault(labels, []).append(_field_bytes(0x1A, exemplar))
         self._series.setdefault(labels, b"")
 
     def histogram(self, labels: bytes, histogram: bytes, ts_ms: int) -> None:
+        self._general(labels)
         self._histograms.setdefault(labels, []).append((ts_ms, _field_bytes(0x22, histogram)))
         self._series.setdefault(labels, b"")
 
@@ -750,13 +873,19 @@ class RemoteWriteEncoder(SeriesSink):
 
     @property
     def series_count(self) -> int:
-        return len(self._series)
+        return len(self._entries) + len(self._series)
 
     def requests(self, max_bytes: int) -> list[bytes]:
         """The WriteRequest payloads (uncompressed), each at most `max_bytes` where possible."""
         out: list[bytes] = []
         parts: list[bytes] = []
         size = 0
+        for entry in self._entries.values():
+            if parts and size + len(entry) > max_bytes:
+                out.append(b"".join(parts))
+                parts, size = [], 0
+            parts.append(entry)
+            size += len(entry)
         exemplars, histograms = self._exemplars, self._histograms
         for labels, samples in self._series.items():
             if type(samples) is bytes:
