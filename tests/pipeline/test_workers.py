@@ -15,6 +15,7 @@ import urllib.request
 import psutil
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -37,13 +38,14 @@ processors:
 
 
 def collector_yaml(port: int, metrics: int, backend: int, processors: str = "",
-                   wait: str = "1s") -> str:
+                   wait: str = "1s", http: int = 0) -> str:
     chain = "[tail_sampling]" if processors else "[]"
     return f"""
 receivers:
   otlp:
     protocols:
       grpc: {{endpoint: 127.0.0.1:{port}}}
+      {f"http: {{endpoint: 127.0.0.1:{http}}}" if http else ""}
 {TAIL.format(wait=wait) if processors else ""}
 exporters:
   otlp:
@@ -133,12 +135,12 @@ def total(text: str, sample: str, **labels: str) -> float:
                                            for k, v in labels.items()))
 
 
-def worker_metric_ports(collector: CollectorProcess, otlp_port: int) -> list[int]:
+def worker_metric_ports(collector: CollectorProcess, *otlp_ports: int) -> list[int]:
     """The workers' internal /metrics ports (their only other TCP listeners)."""
     assert collector.proc is not None
     return [c.laddr.port for child in psutil.Process(collector.proc.pid).children()
             for c in child.net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN and c.laddr.port != otlp_port]
+            if c.status == psutil.CONN_LISTEN and c.laddr.port not in otlp_ports]
 
 
 def all_workers_serve(collector: CollectorProcess, otlp_port: int, family: str) -> bool:
@@ -158,14 +160,34 @@ def wait_until(check, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def post_spans(http_port: int, n: int) -> dict[int, tuple[bool, set[int]]]:
+    """`n` one-span traces over OTLP/HTTP, a new connection each."""
+    sent = {}
+    for i in range(n):
+        req = ExportTraceServiceRequest()
+        span = req.resource_spans.add().scope_spans.add().spans.add()
+        trace_id, span_id = 0xABC0000 + i, 0xDEF000 + i
+        span.trace_id, span.span_id = trace_id.to_bytes(16, "big"), span_id.to_bytes(8, "big")
+        span.name = f"http-{i}"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/v1/traces", data=req.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+        sent[trace_id] = (False, {span_id})
+    return sent
+
+
 def test_every_span_arrives_once_and_metrics_sum_the_workers(backend, ports):
     port, metrics = ports
-    with collector_on(collector_yaml(port, metrics, backend.port), metrics) as collector:
-        sent = send_traces(port, 60)
+    http = free_port()
+    with collector_on(collector_yaml(port, metrics, backend.port, http=http),
+                      metrics) as collector:
+        sent = send_traces(port, 60) | post_spans(http, 10)
         n = sum(len(ids) for _e, ids in sent.values())
         backend.wait_for_items(n, timeout=10)
         per_worker = [total(scrape(p), "otelcol_receiver_accepted_spans_total", receiver="otlp")
-                      for p in worker_metric_ports(collector, port)]
+                      for p in worker_metric_ports(collector, port, http)]
         summed = total(scrape(metrics), "otelcol_receiver_accepted_spans_total", receiver="otlp")
     got = received(backend)
     assert {t: sorted(ids) for t, ids in got.items()} == {
