@@ -7,6 +7,7 @@ seconds per million items (supervisor and workers summed).
 
     python bench/bench_workers.py                        # passthrough, workers 1 vs 2
     python bench/bench_workers.py tail_sampling --workers 2 --repeat 5 --duration 10
+    python bench/bench_workers.py passthrough tail_sampling --write   # bench/results/workers.md
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +38,18 @@ from otelflow.testing.process import free_port, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 CONNECTIONS = 8
+RESULTS = HERE / "results" / "workers.md"
+HEADER = """# service.workers: measured figures
+
+`python bench/bench_workers.py {args}` on this machine ({cores} cores, shared with other
+sessions). Each scenario runs the collector with 1 worker and with N workers, interleaved, in the
+same invocation; items/s are medians of the runs. The collector (supervisor + workers) may use
+every core; the load generator (8 gRPC connections) and the sink are pinned to core 0, so with
+2 cores the N-worker run shares core 0 with them: the ratio is a floor of what N free cores give.
+tail_sampling adds the forwarding hop (about (N-1)/N of the spans go to another worker over a
+unix socket), so its ratio shows the routing cost against the gain.
+
+"""
 
 
 def cpu_seconds(root: psutil.Process) -> float:
@@ -116,6 +130,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--write", action="store_true", help=f"also write {RESULTS.name}")
     args = p.parse_args()
     chosen = [s for s in SCENARIOS if s.name in args.scenarios and s.exporter == "otlp"]
     results = []
@@ -123,7 +138,11 @@ def main() -> int:
         print(f"running {s.name}: 1 vs {args.workers} workers ...", file=sys.stderr)
         results.append(compare(s, args.workers, args.duration, args.repeat))
         print(json.dumps(results[-1]), file=sys.stderr)
-    print(markdown(results))
+    table = markdown(results)
+    print(table)
+    if args.write:
+        shown = " ".join(sys.argv[1:]).replace("--write", "").strip()
+        RESULTS.write_text(HEADER.format(args=shown, cores=os.cpu_count()) + table + "\n")
     return 0
 
 
