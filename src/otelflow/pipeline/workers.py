@@ -162,7 +162,7 @@ class WorkerProcess:
             if close:
                 stdin.close()
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
@@ -239,7 +239,7 @@ class Supervisor:
     def _forward(self, sig: int) -> None:
         self.log.info("forwarding signal to the workers", signal=signal.Signals(sig).name)
         for worker in self.workers:
-            worker.signal(sig)
+            worker.send_signal(sig)
 
     async def _stop_workers(self) -> None:
         """drain -> every worker drained (or gone) -> stop -> every worker exited (or killed)."""
@@ -257,7 +257,7 @@ class Supervisor:
         for worker in alive:
             if not worker.exited.done():
                 self.log.error("worker did not stop in time; killing it", worker=worker.slot.index)
-                worker.signal(signal.SIGKILL)
+                worker.send_signal(signal.SIGKILL)
         await asyncio.gather(*(w.exited for w in alive))
 
     @staticmethod
