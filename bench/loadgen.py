@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -144,9 +145,14 @@ def build_pool(args) -> list[bytes]:
 
 
 async def run_grpc(args, pool: list[bytes]) -> dict:
-    channel = grpc.aio.insecure_channel(args.endpoint)
-    call = channel.unary_unary(f"/{SERVICES[args.signal]}/Export")
-    return await _drive(args, pool, lambda body: call(body, timeout=30), grpc.aio.AioRpcError)
+    """Requests go round robin over `--connections` channels, each its own TCP connection
+    (so a collector's SO_REUSEPORT workers all get some)."""
+    options = [("grpc.use_local_subchannel_pool", 1)] if args.connections > 1 else []
+    channels = [grpc.aio.insecure_channel(args.endpoint, options)
+                for _ in range(args.connections)]
+    calls = itertools.cycle([c.unary_unary(f"/{SERVICES[args.signal]}/Export") for c in channels])
+    return await _drive(args, pool, lambda body: next(calls)(body, timeout=30),
+                        grpc.aio.AioRpcError)
 
 
 async def run_http(args, pool: list[bytes]) -> dict:
@@ -215,6 +221,7 @@ def parse_args(argv=None):
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--requests", type=int, default=0, help="stop after this many requests")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--connections", type=int, default=1, help="gRPC connections (round robin)")
     p.add_argument("--pool", type=int, default=16, help="distinct pre-built requests")
     return p.parse_args(argv)
 

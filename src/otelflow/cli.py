@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from otelflow import record, replay
 from otelflow.component import Kind
 from otelflow.config import ConfigErrors, load_config
-from otelflow.config.service import parse_config
+from otelflow.config.service import parse_config, with_workers
 from otelflow.registry import Registry, UnknownComponentType
 
 
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--watch", action="store_true",
                            help="reload when a config file changes (SIGHUP always reloads)")
+            p.add_argument("--workers", type=int, metavar="N",
+                           help="worker processes sharing the ports (overrides service.workers)")
     sub.add_parser("components", help="list every component type and its signals")
     replay.add_parser(sub)
     record.add_parser(sub)
@@ -40,14 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return (replay if args.command == "replay" else record).main(args)
     try:
         raw, source = load_config(args.config)
-        config = parse_config(raw, source)
+        config = parse_config(with_workers(raw, getattr(args, "workers", None)), source)
     except ConfigErrors as exc:
         print(f"otelflow: {exc}", file=sys.stderr)
         return 1
     if args.command == "validate":
         print(f"{source}: configuration is valid ({len(config.pipelines)} pipelines)")
         return 0
-    return run(config, args.config, args.watch)
+    return run(config, args.config, args.watch, args.workers)
 
 
 def list_components(registry: Registry) -> int:
@@ -64,7 +66,9 @@ def list_components(registry: Registry) -> int:
     return 0
 
 
-def run(config, paths=None, watch: bool = False) -> int:
+def run(config, paths=None, watch: bool = False, workers: int | None = None) -> int:
+    """Serve `config`; with workers > 1 (and not a worker already) supervise worker processes."""
+    from otelflow.pipeline.affinity import WorkerSlot
     from otelflow.telemetry.logs import configure_logging
 
     logs = config.telemetry.logs
@@ -75,7 +79,16 @@ def run(config, paths=None, watch: bool = False) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     from otelflow.pipeline.runner import serve
 
+    if config.workers > 1 and WorkerSlot.from_env() is None:
+        from otelflow.pipeline.workers import supervise
+
+        args = [a for path in paths or () for a in ("--config", path)]
+        args += ["--workers", str(config.workers)] + (["--watch"] if watch else [])
+        try:
+            return supervise(config, args)
+        except KeyboardInterrupt:
+            return 0
     try:
-        return asyncio.run(serve(config, paths, watch))
+        return asyncio.run(serve(config, paths, watch, workers))
     except KeyboardInterrupt:
         return 0

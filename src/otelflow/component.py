@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -107,6 +107,9 @@ class Processor(Component):
     """A processor passes (possibly changed) batches on to `next_consumer`."""
 
     mutates_data: ClassVar[bool] = False
+    # True: every span of a trace must reach the same instance (tail sampling). With
+    # `service.workers > 1`, such a pipeline routes spans to their trace's owner worker first.
+    needs_trace_affinity: ClassVar[bool] = False
 
     def __init__(self, next_consumer: Consumer):
         self.next_consumer = next_consumer
@@ -157,6 +160,7 @@ class CreateSettings:
     metrics: SelfMetrics
     signal: Signal | None = None  # processors: the pipeline's signal
     pipeline: str | None = None  # processors: the pipeline id
+    workers: int = 1  # worker processes sharing this config (listeners use SO_REUSEPORT if > 1)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -183,6 +187,9 @@ class Factory:
     create: Callable[..., Any]
     signals: frozenset[Signal] = ALL_SIGNALS
     description: str = ""
+    # with `service.workers > 1`: "all" runs in every worker; "first" only in worker 0 (pulls,
+    # owns a local resource or a single endpoint); "none" is a config error (cannot be shared)
+    workers: Literal["all", "first", "none"] = "all"
 
 
 AsyncCallback = Callable[[], Awaitable[None]]

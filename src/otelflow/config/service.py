@@ -44,6 +44,7 @@ class ServiceSection(ConfigModel):
     pipelines: dict[str, Any] = Field(default_factory=dict)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     shutdown_timeout: Duration = 30.0
+    workers: int = Field(1, ge=1)  # processes sharing the listening ports (pipeline.workers)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class ServiceConfig:
     extensions: list[str]
     telemetry: TelemetryConfig
     shutdown_timeout: float
+    workers: int = 1
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def component(self, kind: Kind, component_id: str) -> ComponentConfig:
@@ -105,6 +107,8 @@ def parse_config(raw: dict[str, Any], source: str, registry: Registry | None = N
         pipelines = _parse_pipelines(service.pipelines, components, broken, err)
         _check_ports(components, pipelines, service, err)
         _check_queue_storage(components, pipelines, service, err)
+        if service.workers > 1:
+            _check_workers(components, pipelines, service, err)
     if errors:
         raise ConfigErrors(errors)
     assert service is not None
@@ -115,8 +119,17 @@ def parse_config(raw: dict[str, Any], source: str, registry: Registry | None = N
         extensions=service.extensions,
         telemetry=service.telemetry,
         shutdown_timeout=service.shutdown_timeout,
+        workers=service.workers,
         raw=raw,
     )
+
+
+def with_workers(raw: dict[str, Any], workers: int | None) -> dict[str, Any]:
+    """`raw` with `service.workers` set from `otelflow run --workers` (validated like the key)."""
+    service = raw.get("service")
+    if workers is None or not isinstance(service, dict):
+        return raw
+    return {**raw, "service": {**service, "workers": workers}}
 
 
 def _parse_section(raw: dict, kind: Kind, registry: Registry, err,
@@ -274,3 +287,18 @@ def _check_queue_storage(components, pipelines: dict[str, PipelineConfig],
             err(["exporters", eid, "sending_queue", "storage"],
                 f"extension {storage!r} is {defined}: add it to extensions and to "
                 f"service.extensions (enabled: {choices_text(service.extensions)})")
+
+
+def _check_workers(components, pipelines: dict[str, PipelineConfig], service: ServiceSection,
+                   err) -> None:
+    """With several workers, components whose factory says `workers="none"` are refused."""
+    used = {Kind.EXTENSION: set(service.extensions)}
+    for key, kind in zip(PIPELINE_KEYS, (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER), strict=True):
+        used[kind] = {cid for p in pipelines.values() for cid in getattr(p, key)}
+    for kind, cids in used.items():
+        for cid in sorted(cids):
+            comp = components[kind].get(cid)
+            if comp is not None and comp.factory.workers == "none":
+                err([kind.section, cid], f"{kind.value} {comp.factory.type!r} cannot be shared by "
+                    f"{service.workers} worker processes (service.workers or --workers): "
+                    f"run it with workers: 1")

@@ -25,7 +25,8 @@ def create(settings: CreateSettings, config: FileExporterConfig) -> FileExporter
 
 
 FACTORY = Factory(Kind.EXPORTER, "file", FileExporterConfig, create,
-                  description="OTLP/JSON lines or length-prefixed protobuf to a file")
+                  description="OTLP/JSON lines or length-prefixed protobuf to a file",
+                  workers="none")
 
 
 class FileExporter(Exporter):

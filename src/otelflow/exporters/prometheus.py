@@ -80,7 +80,7 @@ def create(settings: CreateSettings, config: Config) -> PrometheusExporter:
 
 FACTORY = Factory(Kind.EXPORTER, "prometheus", Config, create,
                   signals=frozenset({Signal.METRICS}),
-                  description="Prometheus scrape endpoint (/metrics)")
+                  description="Prometheus scrape endpoint (/metrics)", workers="none")
 
 
 class Family:

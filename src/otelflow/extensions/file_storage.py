@@ -64,7 +64,8 @@ def _create(settings: CreateSettings, config: FileStorageConfig) -> FileStorage:
 
 
 FACTORY = Factory(Kind.EXTENSION, "file_storage", FileStorageConfig, _create,
-                  description="Durable key/value storage on SQLite (persistent sending queues).")
+                  description="Durable key/value storage on SQLite (persistent sending queues).",
+                  workers="none")
 
 
 def sanitize(name: str) -> str:

@@ -41,7 +41,8 @@ def create(settings: CreateSettings, config: HealthCheckConfig) -> HealthCheck:
 
 
 FACTORY = Factory(Kind.EXTENSION, "health_check", HealthCheckConfig, create,
-                  description="Liveness /health, readiness /ready, alerts /alerts over HTTP")
+                  description="Liveness /health, readiness /ready, alerts /alerts over HTTP",
+                  workers="first")
 
 
 class HealthCheck(Component):

@@ -3,6 +3,10 @@
 receivers (shared across pipelines) -> per-pipeline processor chain -> fan-out -> exporters
 (shared, each behind its queue/retry chain). Start: extensions, exporters, processors (last
 first), receivers. Stop in the reverse order so every stage can drain into the next.
+
+As one of several worker processes (`worker`, see `pipeline.workers`), the service serves its
+self-metrics on an internal port, skips components that run in worker 0 only, and routes
+traces pipelines that need trace affinity through `pipeline.affinity`.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -25,13 +29,20 @@ from otelflow.telemetry.logs import component_logger
 from otelflow.telemetry.metrics import SelfMetrics
 from otelflow.telemetry.server import MetricsServer
 
+if TYPE_CHECKING:
+    from otelflow.pipeline.affinity import Affinity, WorkerSlot
+
+INTERNAL_METRICS_ADDRESS = "127.0.0.1:0"  # a worker's own /metrics, scraped by the supervisor
+
 
 class Service:
     """A running collector: one instance per config. Also the `Host` components see."""
 
     def __init__(self, config: ServiceConfig, *, metrics: SelfMetrics | None = None,
-                 exporter_overrides: Mapping[str, Any] | None = None):
+                 exporter_overrides: Mapping[str, Any] | None = None,
+                 worker: WorkerSlot | None = None):
         self.config = config
+        self.worker = worker
         self.metrics = metrics or SelfMetrics()
         self.log = structlog.get_logger("otelflow").bind(kind="service")
         self.extensions: dict[str, Component] = {}
@@ -43,8 +54,10 @@ class Service:
         self._state = "built"
         self._fatal: asyncio.Future | None = None
         self._alert_sources: list[Callable[[], list[dict]]] = []
+        self.affinity: Affinity | None = None
         telemetry = config.telemetry.metrics
-        self.metrics_server = (MetricsServer(self.metrics, telemetry.address)
+        address = telemetry.address if worker is None else INTERNAL_METRICS_ADDRESS
+        self.metrics_server = (MetricsServer(self.metrics, address)
                                if telemetry.level != "none" else None)
         self._count_items = telemetry.level != "none"  # processor incoming/outgoing items
         if self.metrics_server is not None:
@@ -89,11 +102,31 @@ class Service:
         return CreateSettings(
             id=ComponentID.parse(cid), kind=kind, metrics=self.metrics,
             logger=component_logger(kind.value, cid, **{k: v for k, v in extra.items() if v}),
-            signal=extra.get("signal"), pipeline=extra.get("pipeline"))
+            signal=extra.get("signal"), pipeline=extra.get("pipeline"),
+            workers=self.worker.count if self.worker else 1)
+
+    def _skipped(self, kind: Kind, cid: str) -> bool:
+        """Components that run in worker 0 only are not built in the other workers."""
+        return (self.worker is not None and self.worker.index != 0
+                and self.config.component(kind, cid).factory.workers == "first")
+
+    def _route(self, pid: str, chain: list[Component], entry: Consumer) -> Consumer:
+        """Put a trace router before a chain that needs every span of a trace in one worker."""
+        if (self.worker is None or self.worker.count < 2
+                or self.config.pipelines[pid].signal is not Signal.TRACES
+                or not any(getattr(p, "needs_trace_affinity", False) for p in chain)):
+            return entry
+        if self.affinity is None:
+            from otelflow.pipeline.affinity import Affinity
+
+            self.affinity = Affinity(self.worker, self.metrics)
+        return self.affinity.route(pid, entry)
 
     def _build(self) -> None:
         cfg = self.config
         for eid in cfg.extensions:
+            if self._skipped(Kind.EXTENSION, eid):
+                continue
             comp = cfg.component(Kind.EXTENSION, eid)
             self.extensions[eid] = comp.factory.create(self._settings(Kind.EXTENSION, eid), comp.config)
         used_exporters = {e for p in cfg.pipelines.values() for e in p.exporters}
@@ -114,8 +147,10 @@ class Service:
                     proc = entry = comp.factory.create(settings, comp.config, entry)
                 chain.insert(0, proc)
             self.processors[pid] = chain
-            self.pipeline_entries[pid] = entry
+            self.pipeline_entries[pid] = entry = self._route(pid, chain, entry)
             for rid in pipe.receivers:
+                if self._skipped(Kind.RECEIVER, rid):
+                    continue
                 receiver_targets[rid][pipe.signal].append(entry)
         for rid, targets in receiver_targets.items():
             comp = cfg.component(Kind.RECEIVER, rid)
@@ -155,21 +190,34 @@ class Service:
         procs = [(f"processor {c!r}", p) for pid in self.processors
                  for c, p in reversed(list(zip(self.config.pipelines[pid].processors,
                                                self.processors[pid], strict=True)))]
+        routing = [("trace routing", self.affinity)] if self.affinity is not None else []
         return [
             [(f"extension {k!r}", v) for k, v in self.extensions.items()],
             [(f"exporter {k!r}", v) for k, v in self.exporters.items()],
             procs,
+            routing,
             [(f"receiver {k!r}", v) for k, v in self.receivers.items()],
         ]
 
-    async def shutdown(self) -> None:
-        """Receivers first, then processors (flushing downstream), exporters, extensions."""
+    async def shutdown(self, barrier: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Receivers first, then processors (flushing downstream), exporters, extensions.
+
+        A worker routing traces also drains what it queued for its peers, then awaits
+        `barrier` (every peer has drained too) before it stops accepting forwarded data.
+        """
         if self._state in ("stopping", "stopped"):
             return
         self._state = "stopping"
         deadline = time.monotonic() + self.config.shutdown_timeout
-        for name, comp in reversed(self._start_order()[3]):
+        for name, comp in reversed(self._start_order()[-1]):
             await self._stop(name, comp.shutdown())
+        if self.affinity is not None:
+            await self._stop("trace routing", self.affinity.drain(deadline))
+        if barrier is not None:
+            await self._stop("worker shutdown barrier", asyncio.wait_for(
+                barrier(), max(0.0, deadline - time.monotonic())))
+        if self.affinity is not None:
+            await self._stop("trace routing", self.affinity.shutdown())
         for pid, chain in self.processors.items():
             for proc in chain:
                 await self._stop(f"processor in {pid}", proc.shutdown())

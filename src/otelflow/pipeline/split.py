@@ -99,13 +99,18 @@ def split_by_resource(signal: Signal, request: Request,
 _TRACE_ID_FIELD = {Signal.TRACES: 1, Signal.LOGS: 9}
 
 
-def split_wire_by_trace_id(signal: Signal, raw: bytes) -> list[tuple[bytes, bytes]]:
+def split_wire_by_trace_id(signal: Signal, raw: bytes,
+                           key: Callable[[bytes], Hashable] | None = None
+                           ) -> list[tuple[Hashable, bytes]]:
     """(trace id, serialized request holding only that trace) from a serialized traces or
     logs request, slicing the wire bytes: items are never parsed or re-encoded, resource and
-    scope fields are copied as bytes. Same grouping as `split_by_trace_id`."""
+    scope fields are copied as bytes. Same grouping as `split_by_trace_id`.
+
+    With `key`, items are grouped by `key(trace id)` instead (e.g. the worker owning it).
+    """
     tid_field = _TRACE_ID_FIELD[signal]
-    # per trace: list of (resource header, scope header, [item fields])
-    parts: dict[bytes, list[tuple[bytes, bytes, list[bytes]]]] = {}
+    # per group: list of (resource header, scope header, [item fields])
+    parts: dict[Hashable, list[tuple[bytes, bytes, list[bytes]]]] = {}
     for field, _wire, _begin, rstart, rend in fields(raw, 0, len(raw)):
         if field != 1:
             continue
@@ -118,7 +123,7 @@ def split_wire_by_trace_id(signal: Signal, raw: bytes) -> list[tuple[bytes, byte
         resource_header = b"".join(rhead)
         for sstart, send in scopes:
             shead: list[bytes] = []
-            by_trace: dict[bytes, list[bytes]] = {}
+            by_trace: dict[Hashable, list[bytes]] = {}
             for sfield, _swire, sbegin, istart, iend in fields(raw, sstart, send):
                 if sfield != 2:
                     shead.append(raw[sbegin:iend])
@@ -128,12 +133,13 @@ def split_wire_by_trace_id(signal: Signal, raw: bytes) -> list[tuple[bytes, byte
                     if ifield == tid_field:
                         tid = raw[vstart:vend]
                         break
-                by_trace.setdefault(tid, []).append(raw[sbegin:iend])
+                by_trace.setdefault(tid if key is None else key(tid), []).append(
+                    raw[sbegin:iend])
             scope_header = b"".join(shead)
             for tid, items in by_trace.items():
                 parts.setdefault(tid, []).append((resource_header, scope_header, items))
     if len(parts) <= 1:
-        return [(next(iter(parts), b""), raw)]
+        return [(next(iter(parts), b"" if key is None else key(b"")), raw)]
     return [(tid, _assemble(groups)) for tid, groups in parts.items()]
 
 

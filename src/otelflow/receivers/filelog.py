@@ -76,7 +76,8 @@ def create(settings: CreateSettings, config: FileLogConfig,
 
 
 FACTORY = Factory(Kind.RECEIVER, "filelog", FileLogConfig, create,
-                  signals=frozenset({Signal.LOGS}), description="Tail log files")
+                  signals=frozenset({Signal.LOGS}), description="Tail log files",
+                  workers="first")
 
 
 @dataclass

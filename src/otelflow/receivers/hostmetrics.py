@@ -89,7 +89,8 @@ def create(settings: CreateSettings, config: HostMetricsConfig,
 
 
 FACTORY = Factory(Kind.RECEIVER, "hostmetrics", HostMetricsConfig, create,
-                  signals=frozenset({Signal.METRICS}), description="Host metrics via psutil")
+                  signals=frozenset({Signal.METRICS}), description="Host metrics via psutil",
+                  workers="first")
 
 
 class Builder:

@@ -175,6 +175,9 @@ class OTLPReceiver(Component):
         self.consumers = dict(consumers)
         self.log = settings.logger
         self.metrics = settings.metrics
+        # several workers share the ports (the kernel spreads connections); alone, a second
+        # collector on the same port must fail instead of silently splitting the traffic
+        self.reuse_port = settings.workers > 1
         self._grpc_server: grpc.aio.Server | None = None
         self._grpc_auth: ServerAuthenticator | None = None
         self.grpc_port: int | None = None
@@ -231,7 +234,7 @@ class OTLPReceiver(Component):
     # -- HTTP -------------------------------------------------------------------------------
 
     async def _start_http(self, cfg: HttpSettings, auth: ServerAuthenticator | None) -> None:
-        server = HttpServer(cfg, self.consumers, self.deliver, self.log, auth)
+        server = HttpServer(cfg, self.consumers, self.deliver, self.log, auth, self.reuse_port)
         await server.start()
         self._http = server
         self.log.info("OTLP HTTP receiver listening", endpoint=cfg.endpoint, port=server.port)
@@ -240,7 +243,7 @@ class OTLPReceiver(Component):
 
     async def _start_grpc(self, cfg: GrpcSettings) -> None:
         limit = cfg.max_recv_msg_size_mib * 1024 * 1024
-        options = [("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", 0)]
+        options = [("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", int(self.reuse_port))]
         if cfg.max_concurrent_streams:
             options.append(("grpc.max_concurrent_streams", cfg.max_concurrent_streams))
         if cfg.keepalive is not None:

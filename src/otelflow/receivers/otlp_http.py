@@ -223,8 +223,9 @@ class HttpServer:
     """Serves POST /v1/{traces,metrics,logs} for the given signals."""
 
     def __init__(self, cfg: HttpSettings, signals: Iterable[Signal], deliver: Deliver, log,
-                 authenticator: ServerAuthenticator | None = None):
+                 authenticator: ServerAuthenticator | None = None, reuse_port: bool = False):
         self.cfg = cfg
+        self.reuse_port = reuse_port  # several worker processes share the port
         self.deliver = deliver
         self.log = log
         self.authenticator = authenticator
@@ -252,7 +253,8 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._protocol_factory(runner.server), host.strip("[]") or None, int(port),
-            ssl=self._ssl_context(), reuse_address=True, backlog=4096)
+            ssl=self._ssl_context(), reuse_address=True, reuse_port=self.reuse_port or None,
+            backlog=4096)
         self._runner = runner
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -105,7 +105,7 @@ def create(settings: CreateSettings, config: PrometheusReceiverConfig,
 
 FACTORY = Factory(Kind.RECEIVER, "prometheus", PrometheusReceiverConfig, create,
                   signals=frozenset({Signal.METRICS}),
-                  description="Scrape Prometheus/OpenMetrics endpoints")
+                  description="Scrape Prometheus/OpenMetrics endpoints", workers="first")
 
 
 class PrometheusReceiver(Component):

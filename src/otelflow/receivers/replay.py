@@ -87,7 +87,8 @@ def create(settings: CreateSettings, config: ReplayConfig,
 
 
 FACTORY = Factory(Kind.RECEIVER, "replay", ReplayConfig, create,
-                  description="Replay recorded OTLP files (file exporter formats)")
+                  description="Replay recorded OTLP files (file exporter formats)",
+                  workers="first")
 
 
 class ReplayReceiver(Component):

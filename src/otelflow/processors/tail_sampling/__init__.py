@@ -138,6 +138,7 @@ class TailSamplingProcessor(Processor):
     """Groups spans by trace id, decides on a timer, releases sampled traces whole."""
 
     mutates_data = False
+    needs_trace_affinity = True  # with service.workers > 1, a trace's spans meet in one worker
 
     def __init__(self, settings: CreateSettings, config: TailSamplingConfig, next_consumer: Any):
         super().__init__(next_consumer)
