@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
@@ -17,6 +16,7 @@ from otelflow.processors.drift_alerts import (
     AlertmanagerSender,
     alertmanager_payload,
 )
+from otelflow.testing.process import free_port
 
 
 def make_alert(feature: str = "latency", value: float = 5.0, severity: str = "warning") -> Alert:
@@ -109,9 +109,7 @@ async def fake_alertmanager():
     app.router.add_post("/api/v2/alerts", alerts)
     runner = web.AppRunner(app)
     await runner.setup()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield f"http://127.0.0.1:{port}", posts, replies
     await runner.cleanup()
@@ -162,9 +160,7 @@ async def test_sender_retries_unavailable_and_drops_rejected(fake_alertmanager):
 
 
 async def test_sender_survives_unreachable_alertmanager():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens here
+    port = free_port()  # nothing listens here
     sender = AlertmanagerSender(
         AlertmanagerConfig(endpoint=f"http://127.0.0.1:{port}", timeout=1), lambda: [],
         structlog.get_logger("test"))
