@@ -337,6 +337,25 @@ def _fields_numbered(raw: bytes, start: int, end: int, wanted: int) -> Iterator[
             yield value, field_end
 
 
+class SampleRun:
+    """Gauge/sum samples of one resource on their way to the sink: they go in one call while
+    they share a timestamp, whichever metric they belong to."""
+
+    __slots__ = ("series", "sink", "time_bytes", "ts", "values")
+
+    def __init__(self, sink: SeriesSink):
+        self.sink = sink
+        self.series: list[NumberSeries] = []
+        self.values: list[bytes] = []
+        self.time_bytes = b""
+        self.ts = 0
+
+    def flush(self) -> None:
+        if self.series:
+            self.sink.number_samples(self.series, self.values, self.ts)
+            self.series, self.values = [], []
+
+
 class SeriesSink:
     """Receives what `SeriesBuilder` produces. Methods take encoded label bytes."""
 
@@ -463,12 +482,15 @@ class SeriesBuilder:
         base, resource_pairs = self._resource_labels(rm)
         base_key = tuple(sorted(base.items()))
         numbers = self._number_caches(base_key)
+        run = SampleRun(sink)
         latest = 0
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                ts = self._metric(metric, base, base_key, numbers, sink, result, next(data, None))
+                ts = self._metric(metric, base, base_key, numbers, run, result,
+                                  next(data, None))
                 if ts > latest:
                     latest = ts
+        run.flush()
         if self.s.target_info and latest:
             self._target_info(resource_pairs, latest, sink)
 
@@ -512,7 +534,7 @@ class SeriesBuilder:
         return caches
 
     def _metric(self, metric: Any, base: dict[str, str], base_key: tuple,
-                numbers: dict[str, dict[bytes, NumberSeries | None]], sink: SeriesSink,
+                numbers: dict[str, dict[bytes, NumberSeries | None]], run: SampleRun,
                 result: TranslationResult, raw_data: bytes | None = None) -> int:
         """Emit one metric's points; returns the latest timestamp (ms) seen, 0 if none.
         `raw_data` is the metric's Gauge/Sum message as received, if known."""
@@ -528,7 +550,9 @@ class SeriesBuilder:
                                  "supported by Prometheus (points dropped)")
             return 0
         name = self.name_of(metric, kind)
+        sink = run.sink
         if self.s.send_metadata and points:
+            run.flush()  # a family's samples follow its metadata (the pull exporter's store)
             sink.metadata(kind, name, metric.description, unit_word(metric.unit))
         result.points += len(points)
         if kind in (GAUGE, COUNTER, UPDOWN):
@@ -536,7 +560,7 @@ class SeriesBuilder:
             if cache is None:
                 cache = numbers[name] = {}
             return self._number_points(points, raw_data or data.SerializeToString(), cache,
-                                       name, base, sink)
+                                       name, base, run)
         emit = getattr(self, "_emit_" + kind)
         latest = 0
         sets = self._set_cache
@@ -560,7 +584,7 @@ class SeriesBuilder:
         return latest
 
     def _number_points(self, points: Any, buf: bytes, cache: dict[bytes, NumberSeries | None],
-                       name: str, base: dict[str, str], sink: SeriesSink) -> int:
+                       name: str, base: dict[str, str], run: SampleRun) -> int:
         """The hot path for gauge/sum points, over `buf`, the Gauge/Sum message's bytes;
         `cache` holds the metric's series by the bytes that tell them apart.
 
@@ -569,11 +593,10 @@ class SeriesBuilder:
         (also the remote-write encoding) and its series is found by the bytes after the
         value, so attributes are walked only the first time a series is seen. Other points
         (exemplars, missing or reordered fields) are read from the parsed message. Samples go
-        to the sink in runs that share a timestamp.
+        to the sink in runs that share a timestamp, across the metrics of a resource.
         """
-        run: list[NumberSeries] = []
-        values: list[bytes] = []
-        pos, end, index, latest, last_time, ts = 0, len(buf), -1, 0, b"", 0
+        series_run, values, last_time, ts = run.series, run.values, run.time_bytes, run.ts
+        pos, end, index, latest = 0, len(buf), -1, 0
         last = len(points) - 1  # stop there: the fields after the points are read elsewhere
         while pos < end and index < last:
             if buf[pos] == 0x0A:  # data_points (field 1)
@@ -606,22 +629,20 @@ class SeriesBuilder:
                 time_bytes, value, rest, exemplars = point_parts(dp)
                 series = cache.get(rest) or self._new_series(cache, rest, dp, base, name)
             if time_bytes != last_time:
-                if run:
-                    sink.number_samples(run, values, ts)
-                    run, values = [], []
-                last_time, ts = time_bytes, _U64(time_bytes)[0] // 1_000_000
+                run.flush()
+                series_run, values = run.series, run.values
+                last_time = run.time_bytes = time_bytes
+                ts = run.ts = _U64(time_bytes)[0] // 1_000_000
                 if ts > latest:
                     latest = ts
-            run.append(series)
+            series_run.append(series)
             values.append(STALE_BYTES if series.stale else value)
             if exemplars:
-                sink.number_samples(run, values, ts)
-                run, values = [], []
+                run.flush()
+                series_run, values = run.series, run.values
                 for ex in exemplars:
-                    sink.exemplar(series.labels, self.encode_exemplar(ex))
-        if run:
-            sink.number_samples(run, values, ts)
-        return latest
+                    run.sink.exemplar(series.labels, self.encode_exemplar(ex))
+        return ts if index >= 0 and ts > latest else latest
 
     def _new_series(self, cache: dict[bytes, NumberSeries | None], rest: bytes, dp: Any,
                     base: dict[str, str], name: str) -> NumberSeries | None:
@@ -841,6 +862,15 @@ class RemoteWriteEncoder(SeriesSink):
             super().number_samples(series, values, ts_ms)
             return
         entries, general = self._entries, self._series
+        labels = [one.labels for one in series]
+        if entries.keys().isdisjoint(labels) and (not general or general.keys().isdisjoint(labels)):
+            before = len(entries)
+            entries.update(zip(labels, [one.entry_head + value + tail
+                                        for one, value in zip(series, values, strict=True)]))
+            if len(entries) - before == len(labels):  # no series twice in the run
+                return
+            for one in labels:  # back out; the one-by-one path groups the repeated series
+                entries.pop(one, None)
         for one, value in zip(series, values, strict=True):
             entry = one.entry_head + value + tail
             if entries.setdefault(one.labels, entry) is not entry:  # a second sample
