@@ -268,9 +268,6 @@ class LabelSet:
         return before + name_enc + mid + extra_enc + after
 
 
-_UNSEEN = object()
-
-
 class NumberSeries:
     """A gauge/sum series seen before: its encoded labels and, for remote write, the start of
     its one-sample TimeSeries entry (header + labels + sample header)."""
@@ -613,21 +610,15 @@ class SeriesBuilder:
             index += 1
             o = i + 9 if i < pos and buf[i] == 0x11 else i  # past the start time
             tag = buf[o + 9] if o + 18 <= pos and buf[o] == 0x19 else 0
-            series = None
-            if tag == 0x21 or tag == 0x31:
-                rest = buf[o + 18:pos]
-                series = cache.get(rest, _UNSEEN)
-                if series is _UNSEEN:
-                    series = self._new_series(cache, rest, points[index], base, name)
-            if series is not None:
+            # a known series' point (None: unseen, or the object is needed)
+            if (tag == 0x21 or tag == 0x31) and (series := cache.get(buf[o + 18:pos])):
                 time_bytes = buf[o + 1:o + 9]
                 value = buf[o + 10:o + 18] if tag == 0x21 else _DOUBLE(
                     float(_I64(buf, o + 10)[0]))
                 exemplars = None
             else:
-                dp = points[index]
-                time_bytes, value, rest, exemplars = point_parts(dp)
-                series = cache.get(rest) or self._new_series(cache, rest, dp, base, name)
+                series, time_bytes, value, exemplars = self._other_point(
+                    cache, buf, o, tag, pos, points[index], base, name)
             if time_bytes != last_time:
                 run.flush()
                 series_run, values = run.series, run.values
@@ -643,6 +634,24 @@ class SeriesBuilder:
                 for ex in exemplars:
                     run.sink.exemplar(series.labels, self.encode_exemplar(ex))
         return ts if index >= 0 and ts > latest else latest
+
+    def _other_point(self, cache: dict[bytes, NumberSeries | None], buf: bytes, o: int,
+                     tag: int, end: int, dp: Any, base: dict[str, str], name: str,
+                     ) -> tuple[NumberSeries, bytes, bytes, Any]:
+        """(series, time, value, exemplars or None) of a point the fast path does not know:
+        a new series in the SDK layout (cached), else read from the message `dp`."""
+        if tag == 0x21 or tag == 0x31:
+            rest = buf[o + 18:end]
+            if rest not in cache:
+                series = self._new_series(cache, rest, dp, base, name)
+                if series is not None:
+                    value = buf[o + 10:o + 18] if tag == 0x21 else _DOUBLE(
+                        float(_I64(buf, o + 10)[0]))
+                    return series, buf[o + 1:o + 9], value, None
+        time_bytes, value, rest, exemplars = point_parts(dp)
+        series = cache.get(rest) or self._new_series(cache, rest, dp, base, name)
+        assert series is not None  # point_parts' bytes are attributes and flags only
+        return series, time_bytes, value, exemplars
 
     def _new_series(self, cache: dict[bytes, NumberSeries | None], rest: bytes, dp: Any,
                     base: dict[str, str], name: str) -> NumberSeries | None:
@@ -866,7 +875,8 @@ class RemoteWriteEncoder(SeriesSink):
         if entries.keys().isdisjoint(labels) and (not general or general.keys().isdisjoint(labels)):
             before = len(entries)
             entries.update(zip(labels, [one.entry_head + value + tail
-                                        for one, value in zip(series, values, strict=True)]))
+                                        for one, value in zip(series, values, strict=True)],
+                               strict=True))
             if len(entries) - before == len(labels):  # no series twice in the run
                 return
             for one in labels:  # back out; the one-by-one path groups the repeated series
