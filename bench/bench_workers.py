@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -61,12 +60,13 @@ def cpu_seconds(root: psutil.Process) -> float:
     return total
 
 
-def load(s: Scenario, port: int, duration: float) -> None:
+def load(s: Scenario, port: int, duration: float) -> dict:
     cmd = ["taskset", "-c", "0", sys.executable, str(HERE / "loadgen.py"), "--endpoint",
            f"127.0.0.1:{port}", "--signal", s.signal, "--items", str(s.items), "--attrs",
            str(s.attrs), "--shape", s.shape, "--duration", str(duration),
            "--connections", str(CONNECTIONS), "--concurrency", str(2 * CONNECTIONS)]
-    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def one_run(s: Scenario, workers: int, duration: float, tmp: str, i: int) -> tuple[float, float]:
@@ -83,9 +83,8 @@ def one_run(s: Scenario, workers: int, duration: float, tmp: str, i: int) -> tup
         signal = Signal(s.signal)
         root = psutil.Process(coll.pid)
         cpu0, acc0 = cpu_seconds(root), scrape(mport, signal)
-        t0 = time.monotonic()
-        load(s, port, duration)
-        elapsed = drained_at(mport, signal) - t0
+        started = load(s, port, duration)["started_at"]  # not counting loadgen's start-up
+        elapsed = drained_at(mport, signal) - started
         cpu, acc = cpu_seconds(root) - cpu0, scrape(mport, signal) - acc0
         return acc / elapsed, cpu / (acc / 1e6) if acc else float("nan")
     finally:
