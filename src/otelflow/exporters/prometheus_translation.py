@@ -58,7 +58,6 @@ NO_RECORDED_VALUE = metrics_pb2.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 """Prometheus' staleness marker: a NaN with a specific bit pattern."""
 STALE_BYTES = struct.pack("<Q", 0x7FF0000000000002)
-ZERO_BYTES = bytes(8)
 STANDARD_SAMPLE_FIELD = 18
 """Bytes of a TimeSeries' `samples` field holding a double and a millisecond timestamp
 between 1971 and 2109 (a 6-byte varint): tag, length, 9 + 7."""
@@ -224,7 +223,6 @@ _DOUBLES = struct.Struct("<d").iter_unpack
 _U64 = struct.Struct("<Q").unpack
 _U64_BYTES = struct.Struct("<Q").pack
 _I64 = struct.Struct("<q").unpack_from
-_F64 = struct.Struct("<d").unpack_from
 NAME_LABEL = "__name__"
 
 
