@@ -926,12 +926,19 @@ class RemoteWriteEncoder(SeriesSink):
         out: list[bytes] = []
         parts: list[bytes] = []
         size = 0
-        for entry in self._entries.values():
+        for entry in self._fields():
             if parts and size + len(entry) > max_bytes:
                 out.append(b"".join(parts))
                 parts, size = [], 0
             parts.append(entry)
             size += len(entry)
+        if parts:
+            out.append(b"".join(parts))
+        return out
+
+    def _fields(self) -> Iterator[bytes]:
+        """Every WriteRequest field: one-sample series, the other series, then metadata."""
+        yield from self._entries.values()
         exemplars, histograms = self._exemplars, self._histograms
         for labels, samples in self._series.items():
             if type(samples) is bytes:
@@ -942,27 +949,8 @@ class RemoteWriteEncoder(SeriesSink):
                 body += b"".join(exemplars[labels])
             if histograms and labels in histograms:
                 body += b"".join([h for _, h in sorted(histograms[labels], key=_first)])
-            n = len(body)
-            if n < 0x80:
-                head = bytes((0x0A, n))
-            elif n < 0x4000:
-                head = bytes((0x0A, (n & 0x7F) | 0x80, n >> 7))
-            else:
-                head = b"\x0a" + varint(n)
-            if parts and size + n + len(head) > max_bytes:
-                out.append(b"".join(parts))
-                parts, size = [], 0
-            parts += (head, body)
-            size += n + len(head)
-        for entry in self._metadata.values():
-            if parts and size + len(entry) > max_bytes:
-                out.append(b"".join(parts))
-                parts, size = [], 0
-            parts.append(entry)
-            size += len(entry)
-        if parts:
-            out.append(b"".join(parts))
-        return out
+            yield tag_length(0x0A, len(body)) + body
+        yield from self._metadata.values()
 
 
 def _first(item: tuple[int, bytes]) -> int:
