@@ -311,8 +311,15 @@ def number_data(raw: bytes) -> list[bytes | None]:
                     continue
                 data, count, i = None, 0, start
                 while i < pos:
-                    number, wire_type, value, i = field_at(raw, i)
-                    if wire_type == 2 and number in _DATA_FIELDS:
+                    tag = raw[i]
+                    if tag < 0x80 and tag & 7 == 2 and raw[i + 1] < 0x80:  # name, unit, ...
+                        number, value = tag >> 3, i + 2
+                        i = value + raw[i + 1]
+                    else:
+                        number, wire_type, value, i = field_at(raw, i)
+                        if wire_type != 2:
+                            continue
+                    if number in _DATA_FIELDS:
                         count += 1
                         data = raw[value:i] if number <= 7 else None
                 if i > pos or pos > scope_end:
@@ -460,7 +467,7 @@ class SeriesBuilder:
         result = TranslationResult()
         try:
             data = iter(number_data(raw) if raw is not None else ())
-        except WireError:  # a field kind upb skips but the walk does not know (groups)
+        except (WireError, IndexError):  # a field kind upb skips but the walk does not know
             data = iter(())
         for rm in request.resource_metrics:
             self._resource(rm, sink, result, data)
