@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from otelflow.pdata import Request, Signal
-from otelflow.wire import fields, tag_length
+from otelflow.wire import WireError, field_at, fields, tag_length
 
 
 def _layout(signal: Signal) -> tuple[str, str, str]:
@@ -122,25 +122,52 @@ def split_wire_by_trace_id(signal: Signal, raw: bytes,
                 rhead.append(raw[rbegin:send])
         resource_header = b"".join(rhead)
         for sstart, send in scopes:
-            shead: list[bytes] = []
-            by_trace: dict[Hashable, list[bytes]] = {}
-            for sfield, _swire, sbegin, istart, iend in fields(raw, sstart, send):
-                if sfield != 2:
-                    shead.append(raw[sbegin:iend])
-                    continue
-                tid = b""
-                for ifield, _iwire, _ib, vstart, vend in fields(raw, istart, iend):
-                    if ifield == tid_field:
-                        tid = raw[vstart:vend]
-                        break
-                by_trace.setdefault(tid if key is None else key(tid), []).append(
-                    raw[sbegin:iend])
+            shead, by_trace = _scope_items(raw, sstart, send, tid_field, key)
             scope_header = b"".join(shead)
             for tid, items in by_trace.items():
                 parts.setdefault(tid, []).append((resource_header, scope_header, items))
     if len(parts) <= 1:
         return [(next(iter(parts), b"" if key is None else key(b"")), raw)]
     return [(tid, _assemble(groups)) for tid, groups in parts.items()]
+
+
+def _scope_items(raw: bytes, start: int, end: int, tid_field: int,
+                 key: Callable[[bytes], Hashable] | None,
+                 ) -> tuple[list[bytes], dict[Hashable, list[bytes]]]:
+    """(the scope's other fields, its item fields by group) of the ScopeSpans/ScopeLogs in
+    raw[start:end]. A trace id written first (as SDKs write spans) is read in place; the
+    key of a run of items of one trace is computed once."""
+    tid_tag = tid_field << 3 | 2
+    head: list[bytes] = []
+    by_trace: dict[Hashable, list[bytes]] = {}
+    last_tid: bytes | None = None
+    group: list[bytes] = []
+    pos = start
+    while pos < end:
+        begin = pos
+        number, wire_type, istart, pos = field_at(raw, pos)
+        if pos > end:
+            raise WireError("field runs past the end of its message")
+        if number != 2 or wire_type != 2:
+            head.append(raw[begin:pos])
+            continue
+        if istart + 18 <= pos and raw[istart] == tid_tag and raw[istart + 1] == 16:
+            tid = raw[istart + 2:istart + 18]
+        else:
+            tid = _trace_id_of(raw, istart, pos, tid_field)
+        if tid != last_tid:
+            last_tid = tid
+            group = by_trace.setdefault(tid if key is None else key(tid), [])
+        group.append(raw[begin:pos])
+    return head, by_trace
+
+
+def _trace_id_of(raw: bytes, start: int, end: int, tid_field: int) -> bytes:
+    """The first trace id field of the item in raw[start:end] (b"" without one)."""
+    for number, _wire, _begin, value, value_end in fields(raw, start, end):
+        if number == tid_field:
+            return raw[value:value_end]
+    return b""
 
 
 def _assemble(groups: list[tuple[bytes, bytes, list[bytes]]]) -> bytes:
