@@ -46,3 +46,21 @@ def test_split_preserves_order_and_groups():
     assert [count_items(Signal.TRACES, p) for p in parts] == [3, 3, 1]
     names = [s.name for p in parts for s in p.resource_spans[0].scope_spans[0].spans]
     assert names == [f"a-{i}" for i in range(7)]
+
+
+def test_unparsed_spans_and_log_records_are_counted_without_parsing():
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    spans = traces("a", 7).message
+    spans.resource_spans.extend(traces("b", 5).message.resource_spans)
+    spans.resource_spans[1].scope_spans.add().spans.add(name="x")  # a second scope
+    logs = ExportLogsServiceRequest()
+    for n in (3, 0, 4):
+        scope = logs.resource_logs.add().scope_logs.add()
+        for _ in range(n):
+            scope.log_records.add(severity_number=9)
+    for signal, message in ((Signal.TRACES, spans), (Signal.LOGS, logs)):
+        batch = Batch(signal, raw=message.SerializeToString())
+        assert batch.item_count() == count_items(signal, message) == (13 if signal is
+                                                                       Signal.TRACES else 7)
+        assert batch._message is None  # counting did not parse

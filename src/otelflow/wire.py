@@ -91,3 +91,10 @@ def fields(b: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int,
             raise WireError("field runs past the end of its message")
         yield number, wire_type, i, value, j
         i = j
+
+
+def length_delimited(b: bytes, start: int, end: int, wanted: int) -> Iterator[tuple[int, int]]:
+    """(value start, end) of each length-delimited field numbered `wanted` in b[start:end]."""
+    for number, wire_type, _, value, field_end in fields(b, start, end):
+        if number == wanted and wire_type == 2:
+            yield value, field_end

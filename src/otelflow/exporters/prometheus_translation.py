@@ -26,7 +26,15 @@ from typing import Any
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otelflow.exporters.prompb import types_pb2
-from otelflow.wire import WireError, field_at, fields, read_varint, tag_length, varint
+from otelflow.wire import (
+    WireError,
+    field_at,
+    fields,
+    length_delimited,
+    read_varint,
+    tag_length,
+    varint,
+)
 
 # -- names ----------------------------------------------------------------------------------
 
@@ -302,8 +310,8 @@ def number_data(raw: bytes) -> list[bytes | None]:
     ExportMetricsServiceRequest, in order; None for other kinds (and for a metric carrying
     its data field twice, which a parser merges)."""
     out: list[bytes | None] = []
-    for resource in _fields_numbered(raw, 0, len(raw), 1):  # resource_metrics
-        for scope_start, scope_end in _fields_numbered(raw, *resource, 2):  # scope_metrics
+    for resource in length_delimited(raw, 0, len(raw), 1):  # resource_metrics
+        for scope_start, scope_end in length_delimited(raw, *resource, 2):  # scope_metrics
             pos = scope_start
             while pos < scope_end:
                 number, wire_type, start, pos = field_at(raw, pos)
@@ -330,13 +338,6 @@ def number_data(raw: bytes) -> list[bytes | None]:
 
 _DATA_FIELDS = frozenset((5, 7, 9, 10, 11))
 """Metric.data: gauge, sum, histogram, exponential_histogram, summary."""
-
-
-def _fields_numbered(raw: bytes, start: int, end: int, wanted: int) -> Iterator[tuple[int, int]]:
-    """(value start, end) of each length-delimited field `wanted` in raw[start:end]."""
-    for number, wire_type, _, value, field_end in fields(raw, start, end):
-        if number == wanted and wire_type == 2:
-            yield value, field_end
 
 
 class SampleRun:

@@ -7,7 +7,8 @@ that pipeline's first processor: it splits each request on the wire bytes by own
 other shares for their owners. Forwarding is OTLP/gRPC over a unix socket per (worker,
 pipeline) in the supervisor's temp dir, through an `otlp` exporter behind the usual
 queue + retry chain, so a slow peer fills its queue instead of stalling the receiver. A
-worker's internal receiver hands forwarded data straight to the pipeline's first processor:
+worker's internal receiver hands forwarded data, unparsed (it was checked where it entered the
+collector), straight to the pipeline's first processor:
 forwarded data is never routed again.
 
 Internal receivers report to a private metrics registry, so `otelcol_receiver_accepted_*`
@@ -113,8 +114,7 @@ class Affinity(Component):
             "endpoint": self.slot.socket(self.slot.index, route), "transport": "unix",
             "max_recv_msg_size_mib": 64}}})
         self.receivers.append(OTLPReceiver(self._settings(Kind.RECEIVER, cid, self._private),
-                                           config,
-                                           {Signal.TRACES: entry}))
+                                           config, {Signal.TRACES: entry}, trusted=True))
         peers = {w: self._chain(pipeline, w, route) for w in range(self.slot.count)
                  if w != self.slot.index}
         self.chains.extend(peers.values())
