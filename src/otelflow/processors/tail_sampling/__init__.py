@@ -388,7 +388,7 @@ class TailSamplingProcessor(Processor):
     async def _send(self, release: list[Release]) -> None:
         """Pass released traces on as one request (whole traces, never split)."""
         spans = sum(n for _data, n in release)
-        batch = Batch(Signal.TRACES, raw=b"".join(data for data, _n in release))
+        batch = Batch(Signal.TRACES, raw=b"".join(data for data, _n in release), items=spans)
         self._metrics.outgoing(spans)
         try:
             await self.next_consumer.consume(batch)
