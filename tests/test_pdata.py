@@ -53,7 +53,9 @@ def test_unparsed_spans_and_log_records_are_counted_without_parsing():
 
     spans = traces("a", 7).message
     spans.resource_spans.extend(traces("b", 5).message.resource_spans)
-    spans.resource_spans[1].scope_spans.add().spans.add(name="x")  # a second scope
+    extra = spans.resource_spans[1].scope_spans.add()  # a second scope, spans of every size
+    for size in (1, 300, 20_000):  # one-, two- and three-byte lengths
+        extra.spans.add(name="x" * size)
     logs = ExportLogsServiceRequest()
     for n in (3, 0, 4):
         scope = logs.resource_logs.add().scope_logs.add()
@@ -61,6 +63,6 @@ def test_unparsed_spans_and_log_records_are_counted_without_parsing():
             scope.log_records.add(severity_number=9)
     for signal, message in ((Signal.TRACES, spans), (Signal.LOGS, logs)):
         batch = Batch(signal, raw=message.SerializeToString())
-        assert batch.item_count() == count_items(signal, message) == (13 if signal is
+        assert batch.item_count() == count_items(signal, message) == (15 if signal is
                                                                        Signal.TRACES else 7)
         assert batch._message is None  # counting did not parse

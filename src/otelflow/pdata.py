@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otelflow.wire import field_at, length_delimited
+from otelflow.wire import WireError, field_at, length_delimited
 
 Request = ExportTraceServiceRequest | ExportMetricsServiceRequest | ExportLogsServiceRequest
 
@@ -125,8 +125,21 @@ def count_items_wire(raw: bytes) -> int:
         for start, end in length_delimited(raw, *resource, 2):
             pos = start
             while pos < end:
+                if raw[pos] == 0x12:  # an item: skip it by its one- or two-byte length
+                    size = raw[pos + 1]
+                    if size < 0x80:
+                        pos += 2 + size
+                        n += 1
+                        continue
+                    high = raw[pos + 2]
+                    if high < 0x80:
+                        pos += 3 + ((size & 0x7F) | high << 7)
+                        n += 1
+                        continue
                 number, wire_type, _, pos = field_at(raw, pos)
                 n += number == 2 and wire_type == 2
+            if pos > end:
+                raise WireError("field runs past the end of its message")
     return n
 
 
@@ -198,7 +211,7 @@ class Batch:
 
     def item_count(self) -> int:
         """Items in the batch; spans and log records of a batch not parsed yet are counted on
-        the wire (a fifth of a parse), so counting alone never parses."""
+        the wire, so counting alone never parses."""
         if self._items is None:
             if self._message is None and self.signal is not Signal.METRICS:
                 self._items = count_items_wire(self._raw or b"")
