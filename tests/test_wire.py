@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from otelflow.wire import WireError, field_at, fields, read_varint, tag_length, varint
+from otelflow.wire import (
+    WireError,
+    field_at,
+    fields,
+    read_varint,
+    tag_length,
+    trace_id_at,
+    varint,
+)
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**35])
@@ -37,3 +45,17 @@ def test_field_at_reads_lengths_of_any_size(size):
 def test_malformed_bytes_are_wire_errors(raw):
     with pytest.raises(WireError):
         list(fields(raw, 0, len(raw)))
+
+
+def test_trace_id_at_reads_the_id_as_a_parser_keeps_it():
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    a, b = b"\x01" * 16, b"\x02" * 16
+    first = tag_length(0x0A, 16) + a + tag_length(0x2A, 1) + b"n"  # trace id first
+    later = tag_length(0x2A, 1) + b"n" + tag_length(0x0A, 16) + a
+    twice = later + tag_length(0x0A, 16) + b  # repeated: the last one counts
+    for raw in (first, later, twice, tag_length(0x2A, 1) + b"n"):
+        assert trace_id_at(raw, 0, len(raw)) == Span.FromString(raw).trace_id
+    record = LogRecord(trace_id=a, severity_number=9).SerializeToString()
+    assert trace_id_at(record, 0, len(record), 9) == a

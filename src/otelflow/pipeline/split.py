@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from otelflow.pdata import Request, Signal
-from otelflow.wire import WireError, field_at, fields, tag_length
+from otelflow.wire import WireError, field_at, fields, tag_length, trace_id_at
 
 
 def _layout(signal: Signal) -> tuple[str, str, str]:
@@ -137,7 +137,6 @@ def _scope_items(raw: bytes, start: int, end: int, tid_field: int,
     """(the scope's other fields, its item fields by group) of the ScopeSpans/ScopeLogs in
     raw[start:end]. A trace id written first (as SDKs write spans) is read in place; the
     key of a run of items of one trace is computed once."""
-    tid_tag = tid_field << 3 | 2
     head: list[bytes] = []
     by_trace: dict[Hashable, list[bytes]] = {}
     last_tid: bytes | None = None
@@ -151,23 +150,12 @@ def _scope_items(raw: bytes, start: int, end: int, tid_field: int,
         if number != 2 or wire_type != 2:
             head.append(raw[begin:pos])
             continue
-        if istart + 18 <= pos and raw[istart] == tid_tag and raw[istart + 1] == 16:
-            tid = raw[istart + 2:istart + 18]
-        else:
-            tid = _trace_id_of(raw, istart, pos, tid_field)
+        tid = trace_id_at(raw, istart, pos, tid_field)
         if tid != last_tid:
             last_tid = tid
             group = by_trace.setdefault(tid if key is None else key(tid), [])
         group.append(raw[begin:pos])
     return head, by_trace
-
-
-def _trace_id_of(raw: bytes, start: int, end: int, tid_field: int) -> bytes:
-    """The first trace id field of the item in raw[start:end] (b"" without one)."""
-    for number, _wire, _begin, value, value_end in fields(raw, start, end):
-        if number == tid_field:
-            return raw[value:value_end]
-    return b""
 
 
 def _assemble(groups: list[tuple[bytes, bytes, list[bytes]]]) -> bytes:

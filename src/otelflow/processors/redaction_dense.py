@@ -30,7 +30,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otelflow.pdata import Signal
 from otelflow.processors.redaction_patterns import PatternSet, Regex, ValuePattern
-from otelflow.wire import field_at, fields, read_varint
+from otelflow.wire import field_at, fields, length_delimited, read_varint
 
 KEY = -1  # pattern index of a key-prefilter hit: its item takes the per-value walk
 Match = tuple[int, int, int, int, int]  # (start, end, pattern index or KEY, group start, end)
@@ -91,17 +91,9 @@ class _Frame:
 def _frame(blob: bytes) -> _Frame:
     """Walk request -> resource_X -> scope_X -> items (the same layout for every signal)."""
     out = _Frame()
-    ri = -1
-    for number, wire, _start, a, b in fields(blob, 0, len(blob)):
-        if number != 1 or wire != 2:
-            continue
-        ri += 1
+    for ri, (a, b) in enumerate(length_delimited(blob, 0, len(blob), 1)):
         out.resources.append((a, b, ri))
-        si = -1
-        for inner, wire2, _start, c, d in fields(blob, a, b):
-            if inner != 2 or wire2 != 2:
-                continue
-            si += 1
+        for si, (c, d) in enumerate(length_delimited(blob, a, b, 2)):
             out.scopes.append((c, d, ri, si))
             k = -1
             i = c

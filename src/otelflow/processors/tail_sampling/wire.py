@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from otelflow.wire import WireError, fields, read_varint, tag_length
+from otelflow.wire import WireError, fields, length_delimited, read_varint, tag_length, trace_id_at
 
 # wire tags: (field number << 3) | wire type 2 (length-delimited)
 RESOURCE_SPANS = 0x0A  # ExportTraceServiceRequest.resource_spans = 1
@@ -19,17 +19,6 @@ SCOPE_SPANS = 0x12  # ResourceSpans.scope_spans = 2
 SPANS = 0x12  # ScopeSpans.spans = 2
 TRACE_ID = 0x0A  # Span.trace_id = 1
 PARENT_SPAN_ID = 4  # Span.parent_span_id field number
-
-
-def span_trace_id(b: bytes, start: int, end: int) -> bytes:
-    """Span.trace_id of the span encoded in b[start:end] (b"" when absent)."""
-    if end - start >= 18 and b[start] == TRACE_ID and b[start + 1] == 16:
-        return b[start + 2:start + 18]  # the usual layout: trace_id first
-    trace_id = b""
-    for number, wire_type, _start, value, f_end in fields(b, start, end):
-        if number == 1 and wire_type == 2:
-            trace_id = b[value:f_end]
-    return trace_id
 
 
 def span_is_root(b: bytes, start: int, end: int) -> bool:
@@ -48,9 +37,8 @@ message size (Go's ResourceSpansSize)."""
 
 def split_by_trace(raw: bytes, find_roots: bool = False) -> Iterator[Fragment]:
     """One fragment per trace per ResourceSpans of an encoded ExportTraceServiceRequest."""
-    for number, wire_type, _start, value, rs_end in fields(raw, 0, len(raw)):
-        if number == 1 and wire_type == 2:
-            yield from _split_resource(raw, value, rs_end, find_roots)
+    for value, rs_end in length_delimited(raw, 0, len(raw), 1):
+        yield from _split_resource(raw, value, rs_end, find_roots)
 
 
 def _split_resource(b: bytes, start: int, end: int, find_roots: bool) -> Iterator[Fragment]:
@@ -114,7 +102,7 @@ def _split_scope(b: bytes, start: int, end: int,
         if b[s] == TRACE_ID and b[s + 1] == 16 and e - s >= 18:
             trace_id = b[s + 2:s + 18]
         else:
-            trace_id = span_trace_id(b, s, e)
+            trace_id = trace_id_at(b, s, e)  # another layout: as a parser reads it
         group = groups.get(trace_id)
         if group is None:
             group = groups[trace_id] = [[b[i:e]], 1, False, e - i]
