@@ -54,12 +54,13 @@ def parse_size(value: Any) -> int:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds as float; accepts Go duration strings."""
 
 
 def millisecond_args(*pairs: tuple[str, float | None]) -> list[tuple[str, int]]:
     """gRPC channel arguments (in ms) for the (argument, seconds) pairs that are set."""
     return [(arg, int(seconds * 1000)) for arg, seconds in pairs if seconds is not None]
-"""Seconds as float; accepts Go duration strings."""
+
 
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
 
