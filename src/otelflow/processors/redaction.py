@@ -52,7 +52,7 @@ from otelflow.processors.redaction_patterns import (
     relax,
     sanitize_url,
 )
-from otelflow.wire import read_varint, varint
+from otelflow.wire import field_at, read_varint, varint
 
 PatternName = Literal[tuple(sorted(LIBRARY)) + tuple(GROUPS)]  # type: ignore[valid-type]
 HashFunction = Literal["", "md5", "sha1", "sha3", "hmac-sha256", "hmac-sha512"]
@@ -271,8 +271,8 @@ def _len_fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, Bounds]
     """(field number, bounds) of each length-delimited field in buf[start:end]."""
     i = start
     while i < end:
-        h, wire = i, buf[i] & 7
-        number, a, i = _one_field(buf, i)
+        h = i
+        number, wire, a, i = field_at(buf, i)
         if wire == 2:
             yield number, (h, a, i)
 
@@ -359,8 +359,8 @@ def _hit_fields(buf: bytes, start: int, end: int, hit: _Overlap) -> dict[int, di
             i = a + n
             number = tag >> 3
         else:
-            number, a, i = _one_field(buf, i)
-            if tag & 7 != 2:
+            number, wire, a, i = field_at(buf, i)
+            if wire != 2:
                 continue
         index = seen[number] = seen.get(number, -1) + 1
         if next_start >= i:
@@ -382,20 +382,6 @@ def _splice(blob: bytes, record: Bounds, edits: list[tuple[Bounds, int, bytes]])
         pos = b
     parts.append(blob[pos : record[2]])
     return b"".join(parts)
-
-
-def _one_field(buf: bytes, i: int) -> tuple[int, int, int]:
-    """(field number, value start, next field start) of the field at `i`."""
-    key, i = read_varint(buf, i)
-    wire = key & 7
-    if wire == 2:
-        n, i = read_varint(buf, i)
-        return key >> 3, i, i + n
-    if wire == 0:
-        return key >> 3, i, read_varint(buf, i)[1]
-    if wire in (1, 5):
-        return key >> 3, i, i + (8 if wire == 1 else 4)
-    raise ValueError(f"unsupported wire type {wire}")
 
 
 # -- the processor -------------------------------------------------------------------------
