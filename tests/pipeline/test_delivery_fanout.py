@@ -2,9 +2,12 @@
 
 One collector fans out to two otlp exporters. Load runs at full speed while the second
 backend answers normally, then while it hangs on every request (each attempt waits for the
-exporter's timeout). The first exporter's delivery rate (best 1 s window of each phase) must
-stay within 10% of its rate with no slow exporter, and the hung exporter's queue must be
-filling meanwhile.
+exporter's timeout). Meanwhile the hung exporter's queue must be filling while the healthy
+exporter's stays as short as before, and the healthy exporter's delivery rate (best 1 s window
+of each phase) must stay within 20% of its rate with no slow exporter. A blocked fan-out
+would show as a rate near zero; the margin absorbs the noise of a shared 2-core machine,
+where one CI run measured a 0.72 ratio with 2.5 s phases, and a whole phase can be slowed
+down by a neighbour.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from tests.pipeline.delivery_helpers import (
     spans_batch,
 )
 
-PHASE = 2.5
+PHASE = 4.0
 SPANS_PER_REQUEST = 500
 
 
@@ -78,17 +81,22 @@ def rate(backend: FakeBackend, seconds: float, window: float = 1.0) -> float:
     return best
 
 
+def queue_size(samples: dict, exporter: str) -> float:
+    return metric_sum(samples, "otelcol_exporter_queue_size", exporter=exporter)
+
+
 def test_a_dead_exporter_does_not_slow_the_other(tmp_path):
     port, metrics_port = free_port(), free_port()
     with FakeBackend() as healthy, FakeBackend() as other:
-        queue = {"queue_size": 5000}
+        queue = {"queue_size": 20_000}  # never full within a phase: nothing is refused
         config = collector_config(port, metrics_port, exporters={
             "otlp/healthy": otlp_exporter(healthy.port, sending_queue=queue),
-            "otlp/other": otlp_exporter(other.port, sending_queue=queue, timeout="5s"),
+            "otlp/other": otlp_exporter(other.port, sending_queue=queue, timeout="10s"),
         })
         with CollectorProcess(config, wait_port=port) as collector, Load(port) as load:
             time.sleep(1.0)  # warm up
             baseline = rate(healthy, PHASE)
+            healthy_queue_alone = queue_size(scrape(metrics_port), "otlp/healthy")
             other.mode = "hang"
             time.sleep(0.5)
             with_dead = rate(healthy, PHASE)
@@ -96,12 +104,15 @@ def test_a_dead_exporter_does_not_slow_the_other(tmp_path):
             refused = load.refused
             other.mode = "ok"
             collector.stop(timeout=1)
-    queued = metric_sum(samples, "otelcol_exporter_queue_size", exporter="otlp/other")
+    queued = queue_size(samples, "otlp/other")
+    healthy_queue = queue_size(samples, "otlp/healthy")
     print(f"healthy exporter: {baseline:,.0f} spans/s alone, {with_dead:,.0f} spans/s "
-          f"next to a dead one ({with_dead / baseline:.2f}); dead queue: {queued:.0f} requests")
+          f"next to a dead one ({with_dead / baseline:.2f}); queues: dead {queued:.0f}, "
+          f"healthy {healthy_queue:.0f} (alone {healthy_queue_alone:.0f}) requests")
     assert baseline > 5_000
-    assert with_dead >= 0.9 * baseline
+    assert with_dead >= 0.8 * baseline
     assert queued >= 10, "the dead exporter's queue should be filling"
+    assert healthy_queue <= max(50, 2 * healthy_queue_alone), "the healthy queue backs up"
     assert refused == 0
 
 
