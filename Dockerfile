@@ -1,9 +1,14 @@
 # syntax=docker/dockerfile:1
-# Stage 1: build the otelflow wheel and collect wheels of every dependency (all of them ship
-# manylinux wheels, so no compiler is needed; pip's build tooling stays in this stage).
+# Stage 1: build the otelflow wheel (its C extension needs gcc; the image's Python brings its
+# headers) and collect wheels of every dependency (all of them ship manylinux wheels). The
+# compiler and pip's build tooling stay in this stage.
 FROM python:3.11-slim-bookworm AS build
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fast]"
 

@@ -24,7 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otelflow.wire import WireError, field_at, length_delimited
+from otelflow import _native
+from otelflow.wire import WireError
 
 Request = ExportTraceServiceRequest | ExportMetricsServiceRequest | ExportLogsServiceRequest
 
@@ -117,30 +118,11 @@ def count_items(signal: Signal, message: Request) -> int:
     return n
 
 
-def count_items_wire(raw: bytes) -> int:
-    """Spans or log records in a serialized traces or logs request: the item fields (2) of
-    each scope (2) of each resource (1), counted without parsing."""
-    n = 0
-    for resource in length_delimited(raw, 0, len(raw), 1):
-        for start, end in length_delimited(raw, *resource, 2):
-            pos = start
-            while pos < end:
-                if raw[pos] == 0x12:  # an item: skip it by its one- or two-byte length
-                    size = raw[pos + 1]
-                    if size < 0x80:
-                        pos += 2 + size
-                        n += 1
-                        continue
-                    high = raw[pos + 2]
-                    if high < 0x80:
-                        pos += 3 + ((size & 0x7F) | high << 7)
-                        n += 1
-                        continue
-                number, wire_type, _, pos = field_at(raw, pos)
-                n += number == 2 and wire_type == 2
-            if pos > end:
-                raise WireError("field runs past the end of its message")
-    return n
+def count_items_wire(raw: bytes, signal: Signal) -> int:
+    """Items of a serialized request, counted on the wire without parsing (in C): the item
+    fields (2) of each scope (2) of each resource (1), and for metrics the data points of
+    each metric as a parser holds them. Raises WireError on framing it cannot follow."""
+    return _native.count_items(raw, signal is Signal.METRICS)
 
 
 def iter_scopes(signal: Signal, message: Request) -> Iterator[tuple[Any, Any]]:
@@ -210,11 +192,14 @@ class Batch:
         return self._raw
 
     def item_count(self) -> int:
-        """Items in the batch; spans and log records of a batch not parsed yet are counted on
-        the wire, so counting alone never parses."""
+        """Items in the batch, counted on the wire while the received bytes hold the data
+        (counting alone never parses), else on the message."""
         if self._items is None:
-            if self._message is None and self.signal is not Signal.METRICS:
-                self._items = count_items_wire(self._raw or b"")
+            if self._raw is not None:
+                try:
+                    self._items = count_items_wire(self._raw, self.signal)
+                except WireError:  # a field kind the parser skips but the count does not know
+                    self._items = count_items(self.signal, self.message)
             else:
                 self._items = count_items(self.signal, self.message)
         return self._items

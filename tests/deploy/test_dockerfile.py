@@ -33,6 +33,7 @@ def test_multi_stage_slim_non_root():
     assert build.startswith("python:3.11-slim") and " AS build" in build.splitlines()[0]
     assert final.startswith("python:3.11-slim")
     assert "pip wheel" in build
+    assert "COPY pyproject.toml setup.py README.md ./" in build
     assert "--from=build /wheels" in final
     user = re.search(r"(?m)^USER (\S+)", final)
     assert user and user.group(1) not in ("root", "0")
@@ -58,13 +59,14 @@ def test_image_config_is_the_default_config():
 def test_first_stage_builds_a_wheel_with_the_default_config(tmp_path):
     source = tmp_path / "src-copy"  # what the Dockerfile COPYs, so the build leaves no files here
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns(
-        "__pycache__", "*.egg-info"))
+        "__pycache__", "*.egg-info", "*.so"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                     str(tmp_path), str(source)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("otelflow-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "otelflow/default.yaml" in names
     assert "otelflow/cli.py" in names
+    assert any(re.fullmatch(r"otelflow/_native\..*\.so", name) for name in names)

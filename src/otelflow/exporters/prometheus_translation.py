@@ -25,6 +25,7 @@ from typing import Any
 
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
+from otelflow._native import known_points, number_entries
 from otelflow.exporters.prompb import types_pb2
 from otelflow.wire import (
     WireError,
@@ -597,11 +598,17 @@ class SeriesBuilder:
         value, so attributes are walked only the first time a series is seen. Other points
         (exemplars, missing or reordered fields) are read from the parsed message. Samples go
         to the sink in runs that share a timestamp, across the metrics of a resource.
+        Points of known series at the run's timestamp, nearly all of them, are taken in C
+        (`_native.known_points`, the same steps); this loop takes each other point.
         """
         series_run, values, last_time, ts = run.series, run.values, run.time_bytes, run.ts
         pos, end, index, latest = 0, len(buf), -1, 0
         last = len(points) - 1  # stop there: the fields after the points are read elsewhere
         while pos < end and index < last:
+            pos, index = known_points(buf, pos, end, index, last, cache, last_time, series_run,
+                                      values, STALE_BYTES)
+            if pos >= end or index >= last:
+                break
             if buf[pos] == 0x0A:  # data_points (field 1)
                 length = buf[pos + 1]
                 if length < 0x80:
@@ -877,12 +884,10 @@ class RemoteWriteEncoder(SeriesSink):
             super().number_samples(series, values, ts_ms)
             return
         entries, general = self._entries, self._series
-        labels = [one.labels for one in series]
+        labels, finished = number_entries(series, values, tail)
         if entries.keys().isdisjoint(labels) and (not general or general.keys().isdisjoint(labels)):
             before = len(entries)
-            entries.update(zip(labels, [one.entry_head + value + tail
-                                        for one, value in zip(series, values, strict=True)],
-                               strict=True))
+            entries.update(zip(labels, finished, strict=True))
             if len(entries) - before == len(labels):  # no series twice in the run
                 return
             for one in labels:  # back out; the one-by-one path groups the repeated series
