@@ -307,6 +307,304 @@ fail:
     return NULL;
 }
 
+/* ---- validation: would a protobuf parser accept these bytes as this message type? ---- */
+
+/* What a schema knows of a field, by number. ID16/ID8: bytes fields holding a trace or span id,
+ * whose length the receivers check after parsing. */
+enum kind { K_UNKNOWN, K_VARINT, K_FIXED64, K_FIXED32, K_BYTES, K_STRING, K_MESSAGE, K_ID16, K_ID8 };
+
+typedef struct {
+    Py_ssize_t size;        /* field numbers 0 .. size-1 are in the tables */
+    unsigned char *kinds;   /* enum kind */
+    unsigned char *repeated;
+    int *subs;              /* message index of a K_MESSAGE field */
+} message_t;
+
+typedef struct {
+    Py_ssize_t count;
+    message_t *messages;
+} schema_t;
+
+#define MAX_DEPTH 100 /* nested messages below the root, as upb's default decode depth */
+
+typedef struct {
+    const schema_t *schema;
+    bytes_t p;
+    const char *error;  /* why the bytes were refused */
+    Py_ssize_t at;      /* where */
+    int suspect_id;     /* an id field of another length than its kind's (or 0) */
+} check_t;
+
+static int refuse(check_t *c, const char *why, Py_ssize_t at)
+{
+    c->error = why;
+    c->at = at;
+    return -1;
+}
+
+/* Strict UTF-8: no overlong forms, surrogates or code points past U+10FFFF. */
+static int valid_utf8(bytes_t s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        uint64_t word;
+        if (n - i >= 8 && (memcpy(&word, s + i, 8), (word & 0x8080808080808080u) == 0)) {
+            i += 8; /* eight ASCII bytes */
+            continue;
+        }
+        unsigned char b = s[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        int more;
+        uint32_t cp, min;
+        if (b >= 0xC2 && b <= 0xDF) {
+            more = 1, cp = b & 0x1F, min = 0x80;
+        } else if (b >= 0xE0 && b <= 0xEF) {
+            more = 2, cp = b & 0x0F, min = 0x800;
+        } else if (b >= 0xF0 && b <= 0xF4) {
+            more = 3, cp = b & 0x07, min = 0x10000;
+        } else {
+            return 0;
+        }
+        if (n - i <= more)
+            return 0;
+        for (int k = 1; k <= more; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += more + 1;
+    }
+    return 1;
+}
+
+/* A varint of at most `max_bytes` bytes (10 for values, 5 for tags and lengths). */
+static int check_varint(check_t *c, Py_ssize_t end, Py_ssize_t *i, int max_bytes, uint64_t *out)
+{
+    uint64_t value = 0;
+    Py_ssize_t start = *i;
+    for (int k = 0; k < max_bytes && *i < end; k++) {
+        unsigned char b = c->p[(*i)++];
+        value |= (uint64_t)(b & 0x7F) << (7 * k);
+        if (b < 0x80) {
+            *out = value;
+            return 0;
+        }
+    }
+    return refuse(c, *i >= end ? "truncated varint" : "varint longer than allowed", start);
+}
+
+static const message_t NO_FIELDS = {0, NULL, NULL, NULL}; /* an unknown group's fields */
+
+static int check_fields(check_t *c, Py_ssize_t *pi, Py_ssize_t end, const message_t *m,
+                        int depth, uint64_t group);
+
+/* The packed values of a repeated scalar field in p[i:end]. */
+static int check_packed(check_t *c, Py_ssize_t i, Py_ssize_t end, int kind)
+{
+    if (kind == K_FIXED64 || kind == K_FIXED32) {
+        if ((end - i) % (kind == K_FIXED64 ? 8 : 4) != 0)
+            return refuse(c, "packed fixed-size values of a wrong total length", i);
+        return 0;
+    }
+    uint64_t ignored;
+    while (i < end)
+        if (check_varint(c, end, &i, 10, &ignored) < 0)
+            return -1;
+    return 0;
+}
+
+/* The length-delimited value p[i:end] of a field of `kind` in message `m`. */
+static int check_delimited(check_t *c, Py_ssize_t i, Py_ssize_t end, const message_t *m,
+                           uint64_t number, int depth)
+{
+    int kind = number < (uint64_t)m->size ? m->kinds[number] : K_UNKNOWN;
+    switch (kind) {
+    case K_STRING:
+        return valid_utf8(c->p + i, end - i) ? 0 : refuse(c, "invalid UTF-8 in a string field", i);
+    case K_MESSAGE:
+        if (depth >= MAX_DEPTH)
+            return refuse(c, "messages nested more than 100 deep", i);
+        return check_fields(c, &i, end, &c->schema->messages[m->subs[number]], depth + 1, 0);
+    case K_ID16:
+    case K_ID8:
+        if (end != i && end - i != (kind == K_ID16 ? 16 : 8))
+            c->suspect_id = 1;
+        return 0;
+    case K_VARINT:
+    case K_FIXED64:
+    case K_FIXED32:
+        return m->repeated[number] ? check_packed(c, i, end, kind) : 0;
+    default:
+        return 0;
+    }
+}
+
+/* The fields of message `m` from p[*pi] to `end`; inside a group numbered `group` (not 0)
+ * they end at its end-group tag, which must come before `end`, and *pi moves past it. */
+static int check_fields(check_t *c, Py_ssize_t *pi, Py_ssize_t end, const message_t *m,
+                        int depth, uint64_t group)
+{
+    Py_ssize_t i = *pi;
+    while (i < end) {
+        Py_ssize_t at = i;
+        uint64_t tag, n;
+        if (check_varint(c, end, &i, 5, &tag) < 0)
+            return -1;
+        uint64_t number = tag >> 3;
+        int wire = (int)(tag & 7);
+        if (tag > 0xFFFFFFFFu || (number == 0 && group == 0)) /* upb skips groups laxly */
+            return refuse(c, "invalid field number", at);
+        switch (wire) {
+        case 0:
+            if (check_varint(c, end, &i, 10, &n) < 0)
+                return -1;
+            break;
+        case 1:
+        case 5:
+            if (end - i < (wire == 1 ? 8 : 4))
+                return refuse(c, "truncated fixed-size value", at);
+            i += wire == 1 ? 8 : 4;
+            break;
+        case 2:
+            if (check_varint(c, end, &i, 5, &n) < 0)
+                return -1;
+            if (n > (uint64_t)(end - i))
+                return refuse(c, "length past the end of the message", at);
+            if (check_delimited(c, i, i + (Py_ssize_t)n, m, number, depth) < 0)
+                return -1;
+            i += (Py_ssize_t)n;
+            break;
+        case 3: /* a group: an unknown field here, which still has to be well formed */
+            if (depth >= MAX_DEPTH)
+                return refuse(c, "messages nested more than 100 deep", at);
+            if (check_fields(c, &i, end, &NO_FIELDS, depth + 1, number) < 0)
+                return -1;
+            break;
+        case 4:
+            if (number != group)
+                return refuse(c, "end-group tag without its start", at);
+            *pi = i;
+            return 0;
+        default:
+            return refuse(c, "invalid wire type", at);
+        }
+    }
+    if (group != 0)
+        return refuse(c, "group without its end-group tag", end);
+    *pi = i;
+    return 0;
+}
+
+static void free_schema(PyObject *capsule)
+{
+    schema_t *schema = PyCapsule_GetPointer(capsule, "otelflow._native.schema");
+    if (schema == NULL)
+        return;
+    for (Py_ssize_t k = 0; k < schema->count; k++) {
+        PyMem_Free(schema->messages[k].kinds);
+        PyMem_Free(schema->messages[k].repeated);
+        PyMem_Free(schema->messages[k].subs);
+    }
+    PyMem_Free(schema->messages);
+    PyMem_Free(schema);
+}
+
+/* One message's table from a list of (number, kind, repeated, message index) tuples. */
+static int fill_message(message_t *m, PyObject *fields, Py_ssize_t count)
+{
+    Py_ssize_t n = PyList_GET_SIZE(fields), size = 1;
+    long number, kind, repeated, sub;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(fields, k), "llll", &number, &kind, &repeated, &sub))
+            return -1;
+        if (number <= 0 || number > 10000 || kind <= K_UNKNOWN || kind > K_ID8 || sub < 0 ||
+            sub >= count) {
+            PyErr_SetString(PyExc_ValueError, "bad schema field");
+            return -1;
+        }
+        if (number >= size)
+            size = number + 1;
+    }
+    m->size = size;
+    m->kinds = PyMem_Calloc(size, 1);
+    m->repeated = PyMem_Calloc(size, 1);
+    m->subs = PyMem_Calloc(size, sizeof(int));
+    if (m->kinds == NULL || m->repeated == NULL || m->subs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyArg_ParseTuple(PyList_GET_ITEM(fields, k), "llll", &number, &kind, &repeated, &sub);
+        m->kinds[number] = (unsigned char)kind;
+        m->repeated[number] = repeated != 0;
+        m->subs[number] = (int)sub;
+    }
+    return 0;
+}
+
+static PyObject *compile_schema(PyObject *self, PyObject *args)
+{
+    PyObject *messages;
+    if (!PyArg_ParseTuple(args, "O!:compile_schema", &PyList_Type, &messages))
+        return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(messages);
+    schema_t *schema = PyMem_Calloc(1, sizeof(schema_t));
+    if (schema == NULL)
+        return PyErr_NoMemory();
+    schema->messages = PyMem_Calloc(count ? count : 1, sizeof(message_t));
+    PyObject *capsule = PyCapsule_New(schema, "otelflow._native.schema", free_schema);
+    if (schema->messages == NULL || capsule == NULL) {
+        if (capsule == NULL) {
+            PyMem_Free(schema->messages);
+            PyMem_Free(schema);
+        }
+        Py_XDECREF(capsule);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < count; k++) {
+        schema->count = k + 1; /* what free_schema releases if this one fails */
+        PyObject *fields = PyList_GET_ITEM(messages, k);
+        if (!PyList_Check(fields)) {
+            PyErr_SetString(PyExc_TypeError, "each message is a list of fields");
+            goto fail;
+        }
+        if (fill_message(&schema->messages[k], fields, count) < 0)
+            goto fail;
+    }
+    return capsule;
+fail:
+    Py_DECREF(capsule);
+    return NULL;
+}
+
+static PyObject *validate(PyObject *self, PyObject *args)
+{
+    Py_buffer raw;
+    PyObject *capsule;
+    int root;
+    if (!PyArg_ParseTuple(args, "y*Oi:validate", &raw, &capsule, &root))
+        return NULL;
+    const schema_t *schema = PyCapsule_GetPointer(capsule, "otelflow._native.schema");
+    if (schema == NULL || root < 0 || root >= schema->count) {
+        PyBuffer_Release(&raw);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "no such message in the schema");
+        return NULL;
+    }
+    check_t c = {schema, raw.buf, NULL, 0, 0};
+    Py_ssize_t i = 0;
+    int failed = check_fields(&c, &i, raw.len, &schema->messages[root], 0, 0) < 0;
+    PyBuffer_Release(&raw);
+    if (failed)
+        return PyUnicode_FromFormat("%s (at byte %zd)", c.error, c.at);
+    return PyLong_FromLong(c.suspect_id ? 2 : 0);
+}
+
 static PyMethodDef methods[] = {
     {"count_items", count_items, METH_VARARGS,
      "count_items(raw, metrics) -> int\n\nSpans or log records (metrics: data points) of a "
@@ -321,6 +619,13 @@ static PyMethodDef methods[] = {
     {"number_entries", number_entries, METH_VARARGS,
      "number_entries(series, values, tail) -> (labels, entries)\n\nEach series' labels and "
      "its one-sample TimeSeries field: entry_head + value + tail."},
+    {"compile_schema", compile_schema, METH_VARARGS,
+     "compile_schema(messages) -> schema\n\nThe tables `validate` reads: one list per message "
+     "of (field number, kind, repeated, message index of a message field) tuples."},
+    {"validate", validate, METH_VARARGS,
+     "validate(raw, schema, root) -> 0, 2 or str\n\nWhether a protobuf parser would accept "
+     "`raw` as message number `root` of `schema`: 0 when it would, the reason (a str) when "
+     "not, 2 when it would but an id field has a length other than its kind's."},
     {NULL, NULL, 0, NULL},
 };
 

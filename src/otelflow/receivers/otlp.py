@@ -8,7 +8,6 @@ from typing import Literal
 
 import grpc
 from google.protobuf import duration_pb2
-from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from pydantic import Field, field_validator, model_validator
 
@@ -26,7 +25,7 @@ from otelflow.component import (
 from otelflow.config.auth import AuthSettings, ServerAuthenticator, server_authenticator
 from otelflow.config.tls import TLSServerSettings
 from otelflow.config.types import ByteSize, ConfigModel, Duration, millisecond_args
-from otelflow.otlp_ids import id_length_error
+from otelflow.otlp_check import InvalidIds, MalformedRequest, checked_batch
 from otelflow.pdata import Batch, Signal
 from otelflow.receivers.otlp_http import SUPPORTED_ENCODINGS, HttpServer
 
@@ -280,17 +279,15 @@ class OTLPReceiver(Component):
 
     async def _checked(self, signal: Signal, request: bytes,
                        context: grpc.aio.ServicerContext) -> Batch:
-        """The parsed request; malformed ones and wrong id lengths abort INVALID_ARGUMENT."""
+        """The checked request; malformed ones and wrong id lengths abort INVALID_ARGUMENT."""
         try:
-            batch = Batch.from_bytes(signal, request)
-        except DecodeError as exc:
-            self.refused_request(signal, "grpc")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed OTLP request: {exc}")
-        bad_id = id_length_error(signal, request, batch.message)
-        if bad_id is not None:
-            self.refused_request(signal, "grpc")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid OTLP request: {bad_id}")
-        return batch
+            return checked_batch(signal, request)
+        except MalformedRequest as exc:
+            refusal = f"malformed OTLP request: {exc}"
+        except InvalidIds as exc:
+            refusal = f"invalid OTLP request: {exc}"
+        self.refused_request(signal, "grpc")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
 
     def _grpc_handler(self, signal: Signal):
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:

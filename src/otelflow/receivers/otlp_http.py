@@ -27,7 +27,7 @@ from google.rpc import code_pb2, status_pb2
 from otelflow import otlp_json
 from otelflow.component import PartiallyRejected, PermanentError, RetryableError
 from otelflow.config.auth import ServerAuthenticator
-from otelflow.otlp_ids import id_length_error
+from otelflow.otlp_check import InvalidIds, MalformedRequest, checked_batch
 from otelflow.pdata import Batch, Signal
 
 if TYPE_CHECKING:
@@ -178,13 +178,11 @@ class Codec:
 
 def _decode_proto(signal: Signal, body: bytes) -> Batch:
     try:
-        batch = Batch.from_bytes(signal, body)
-    except DecodeError as exc:
+        return checked_batch(signal, body)
+    except MalformedRequest as exc:
         raise HTTPFailure(400, f"malformed OTLP protobuf: {exc}") from None
-    bad_id = id_length_error(signal, body, batch.message)
-    if bad_id is not None:
-        raise HTTPFailure(400, f"invalid OTLP request: {bad_id}")
-    return batch
+    except InvalidIds as exc:
+        raise HTTPFailure(400, f"invalid OTLP request: {exc}") from None
 
 
 def _decode_json(signal: Signal, body: bytes) -> Batch:
