@@ -222,6 +222,8 @@ static PyObject *known_points(PyObject *self, PyObject *args)
     int failed = 0;
     if (end > buf.len)
         end = buf.len;
+    if (pos < 0)
+        pos = end; /* nothing to take: the caller's loop reads the bytes itself */
     while (time.len == 8 && pos < end && index < last && p[pos] == 0x0A) {
         Py_ssize_t i = pos + 1;
         uint64_t length;
