@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from otelflow.pipeline.workers import merge_expositions
+from otelflow.pipeline.workers import RESTART_LIMIT, merge_expositions
 from otelflow.testing.fake_backend import FakeBackend
 from otelflow.testing.process import CollectorProcess, free_port
 
@@ -240,6 +240,50 @@ def test_workers_die_with_the_supervisor(backend, ports):
         assert not alive
     finally:
         collector.stop()
+
+
+def test_a_killed_worker_is_started_again(backend, ports):
+    port, metrics = ports
+    with collector_on(collector_yaml(port, metrics, backend.port), metrics) as collector:
+        assert collector.proc is not None
+        supervisor = psutil.Process(collector.proc.pid)
+        first = {child.pid for child in supervisor.children()}
+        victim = psutil.Process(max(first))
+        victim.kill()
+        victim.wait(timeout=10)
+        wait_until(lambda: all_workers_serve(collector, port, "otelcol_process_uptime"),
+                   timeout=20)
+        now = {child.pid for child in supervisor.children()}
+        sent = send_traces(port, 30)
+        backend.wait_for_items(sum(len(ids) for _e, ids in sent.values()), timeout=10)
+        assert collector.proc.poll() is None, collector.logs()
+        logs = collector.logs()
+    assert "worker exited; starting it again" in logs
+    assert len(now) == 2 and victim.pid not in now and now - first, (first, now)
+    assert {t: sorted(ids) for t, ids in received(backend).items()} == {
+        t: sorted(ids) for t, (_e, ids) in sent.items()}
+
+
+def test_a_worker_that_keeps_exiting_stops_the_collector(backend, ports):
+    port, metrics = ports
+    collector = collector_on(collector_yaml(port, metrics, backend.port), metrics).start()
+    try:
+        assert collector.proc is not None
+        supervisor = psutil.Process(collector.proc.pid)
+        killed: set[int] = set()
+        deadline = time.monotonic() + 60
+        while collector.proc.poll() is None and time.monotonic() < deadline:
+            for child in supervisor.children():  # kill whichever worker 1 is now
+                if child.pid != min(c.pid for c in supervisor.children()) and \
+                        child.pid not in killed:
+                    killed.add(child.pid)
+                    child.kill()
+            time.sleep(0.05)
+        assert collector.proc.wait(timeout=30) == 1
+    finally:
+        collector.stop()
+    assert len(killed) == RESTART_LIMIT + 1, killed
+    assert "worker keeps exiting; stopping the others" in collector.logs()
 
 
 def test_a_worker_failing_to_start_fails_the_collector(backend, ports, tmp_path):

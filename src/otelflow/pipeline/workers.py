@@ -10,8 +10,7 @@ worker runs the normal `Service`. The rules:
   trace to one owner worker first (`pipeline.affinity`), so sampling sees whole traces.
 - Components whose factory says `workers="first"` run in worker 0 only: pull-based or
   resource-owning receivers (prometheus, filelog, hostmetrics, replay) and the health_check
-  extension. Its `/ready` is worker 0's; any worker exiting stops the whole collector, so
-  `/health` going away covers the others.
+  extension, whose `/ready` is worker 0's.
 - Components that cannot be shared (`workers="none"`: file and prometheus exporters,
   file_storage) are config errors with workers > 1.
 - Self-telemetry: each worker serves its own `/metrics` on 127.0.0.1:0 and reports the port;
@@ -23,9 +22,14 @@ Lifecycle: a worker reports `ready` (and its metrics address) on an inherited pi
 commands on its stdin. SIGTERM/SIGINT to the supervisor: every worker stops its receivers and
 drains what it queued for its peers (`drain`), reports `drained`; once all have, they finish
 shutting down (`stop`): processors flush, exporters drain, as with one process. SIGHUP is
-forwarded (each worker reloads). A worker that fails to start or exits stops the others, and
-the supervisor exits 1. Workers run in their own session (a terminal's Ctrl-C reaches only the
-supervisor) and shut down by themselves when their stdin closes (the supervisor died).
+forwarded (each worker reloads). A worker that fails to start stops the others, and the
+supervisor exits 1. A worker that exits later (killed, crashed) is started again in its slot
+(its peers queue and retry what they forward to it meanwhile; what it held itself is lost, as
+with a single process); one that exits RESTART_LIMIT times within RESTART_WINDOW seconds stops
+the collector with exit code 1, for Kubernetes to take over. Its self-metrics start again from
+zero, which the summed counters show as a reset. Workers run in their own session (a
+terminal's Ctrl-C reaches only the supervisor) and shut down by themselves when their stdin
+closes (the supervisor died).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -53,6 +58,8 @@ from otelflow.telemetry.server import split_address
 
 ENV_REPORT_FD = "OTELFLOW_WORKER_FD"
 STOP_GRACE = 5.0  # seconds past shutdown_timeout before a worker is killed
+RESTART_LIMIT = 5  # restarts of one worker within RESTART_WINDOW seconds before giving up
+RESTART_WINDOW = 60.0
 SCRAPE_TIMEOUT = 5.0
 
 
@@ -177,6 +184,7 @@ class Supervisor:
         self.count = config.workers
         self.log = structlog.get_logger("otelflow").bind(kind="supervisor")
         self.workers: list[WorkerProcess] = []
+        self._restarts: list[list[float]] = [[] for _ in range(self.count)]  # monotonic times
         self._stop = asyncio.Event()
         self._metrics: web.AppRunner | None = None
 
@@ -207,13 +215,35 @@ class Supervisor:
             return 1
         self.log.info("all workers are ready", workers=self.count,
                       pids=[w.proc.pid for w in self.workers])
-        exited = await self._first([asyncio.ensure_future(self._stop.wait()),
-                                    *(w.exited for w in self.workers)])
-        failed = [w for w in self.workers if w.exited is exited]
-        for worker in failed:
-            self.log.error("worker exited; stopping the others", worker=worker.slot.index,
-                           code=worker.proc.returncode)
-        return 1 if failed else 0
+        return await self._watch()
+
+    async def _watch(self) -> int:
+        """Restart each worker that exits, until a stop (0) or one that keeps exiting (1)."""
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not stop.done():
+                await self._first([stop, *(w.exited for w in self.workers)])
+                for worker in list(self.workers):
+                    if worker.exited.done() and not stop.done() and not await self._restart(worker):
+                        return 1
+            return 0
+        finally:
+            stop.cancel()
+
+    async def _restart(self, worker: WorkerProcess) -> bool:
+        """Start `worker`'s slot again; False when it exited too often lately."""
+        index, now = worker.slot.index, time.monotonic()
+        recent = [t for t in self._restarts[index] if now - t < RESTART_WINDOW]
+        if len(recent) >= RESTART_LIMIT:
+            self.log.error("worker keeps exiting; stopping the others", worker=index,
+                           code=worker.proc.returncode, restarts=len(recent),
+                           window_s=RESTART_WINDOW)
+            return False
+        self._restarts[index] = [*recent, now]
+        self.log.error("worker exited; starting it again", worker=index,
+                       code=worker.proc.returncode)
+        self.workers[index] = await WorkerProcess.spawn(worker.slot, self.args)
+        return True
 
     async def _all_ready(self) -> bool:
         """Wait for every worker's `ready`; False if one exits first (or a stop comes)."""

@@ -208,7 +208,7 @@ class OTLPReceiver(Component):
     # -- shared by every transport --------------------------------------------------------
 
     async def deliver(self, batch: Batch, transport: str) -> None:
-        """Push one parsed request into the pipeline, counting accepted/refused items.
+        """Push one checked request into the pipeline, counting accepted/refused items.
 
         Raises the consumer's PermanentError / RetryableError for the transport to map.
         """
