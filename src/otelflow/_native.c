@@ -17,19 +17,27 @@ static PyObject *str_entry_head; /* "entry_head" */
 
 typedef const unsigned char *bytes_t;
 
-/* The varint at p[*i], before `end`; 0 on success, -1 when truncated or over 10 bytes. */
-static int read_varint(bytes_t p, Py_ssize_t end, Py_ssize_t *i, uint64_t *out)
+/* The varint of at most `max_bytes` bytes at p[*i], before `end`: 0 on success, -1 when
+ * truncated, -2 when longer. */
+static int varint_upto(bytes_t p, Py_ssize_t end, Py_ssize_t *i, int max_bytes, uint64_t *out)
 {
     uint64_t value = 0;
-    for (int shift = 0; shift < 64 && *i < end; shift += 7) {
+    for (int k = 0; k < max_bytes; k++) {
+        if (*i >= end)
+            return -1;
         unsigned char b = p[(*i)++];
-        value |= (uint64_t)(b & 0x7F) << shift;
+        value |= (uint64_t)(b & 0x7F) << (7 * k);
         if (b < 0x80) {
             *out = value;
             return 0;
         }
     }
-    return -1;
+    return -2;
+}
+
+static int read_varint(bytes_t p, Py_ssize_t end, Py_ssize_t *i, uint64_t *out)
+{
+    return varint_upto(p, end, i, 10, out) < 0 ? -1 : 0;
 }
 
 /* The field at p[*i]: its number, wire type and value start; *i moves to its end.
@@ -188,10 +196,8 @@ static int known_point(bytes_t p, Py_ssize_t i, Py_ssize_t stop, PyObject *cache
     if (series == Py_None)
         return 0;
     PyObject *stale = PyObject_GetAttr(series, str_stale);
-    if (stale == NULL)
-        return -1;
-    int is_stale = PyObject_IsTrue(stale);
-    Py_DECREF(stale);
+    int is_stale = stale == NULL ? -1 : PyObject_IsTrue(stale);
+    Py_XDECREF(stale);
     if (is_stale < 0)
         return -1;
     PyObject *value;
@@ -387,17 +393,11 @@ static int valid_utf8(bytes_t s, Py_ssize_t n)
 /* A varint of at most `max_bytes` bytes (10 for values, 5 for tags and lengths). */
 static int check_varint(check_t *c, Py_ssize_t end, Py_ssize_t *i, int max_bytes, uint64_t *out)
 {
-    uint64_t value = 0;
     Py_ssize_t start = *i;
-    for (int k = 0; k < max_bytes && *i < end; k++) {
-        unsigned char b = c->p[(*i)++];
-        value |= (uint64_t)(b & 0x7F) << (7 * k);
-        if (b < 0x80) {
-            *out = value;
-            return 0;
-        }
-    }
-    return refuse(c, *i >= end ? "truncated varint" : "varint longer than allowed", start);
+    int read = varint_upto(c->p, end, i, max_bytes, out);
+    if (read == 0)
+        return 0;
+    return refuse(c, read == -1 ? "truncated varint" : "varint longer than allowed", start);
 }
 
 static const message_t NO_FIELDS = {0, NULL, NULL, NULL}; /* an unknown group's fields */
