@@ -122,8 +122,11 @@ async def test_poison_message_is_skipped_and_counted(kafka_cluster: MockKafkaClu
     kafka_cluster.create_topic("otlp_spans", 1)
     brokers = kafka_cluster.bootstrap_servers
     good = traces(2, 2)
+    short_id = traces(1, 1)  # a trace id of 5 bytes: refused as the OTLP receiver refuses it
+    short_id.resource_spans[0].scope_spans[0].spans[0].trace_id = b"short"
     await produce(brokers, "otlp_spans", [b"\xff\xfe not protobuf", good.SerializeToString(),
-                                          b"\x0a\x05trunc", good.SerializeToString()], partition=0)
+                                          b"\x0a\x05trunc", short_id.SerializeToString(),
+                                          good.SerializeToString()], partition=0)
     metrics_ = SelfMetrics()
     sink = capture()
     receiver = create_receiver(settings(Kind.RECEIVER, metrics=metrics_),
@@ -137,10 +140,10 @@ async def test_poison_message_is_skipped_and_counted(kafka_cluster: MockKafkaClu
     finally:
         await receiver.shutdown()
     assert metrics_.registry.get_sample_value(
-        "otelcol_kafka_receiver_unmarshal_failed_spans_total", {"receiver": "kafka"}) == 2
+        "otelcol_kafka_receiver_unmarshal_failed_spans_total", {"receiver": "kafka"}) == 3
     assert metrics_.registry.get_sample_value(
         "otelcol_receiver_accepted_spans_total", {"receiver": "kafka", "transport": "kafka"}) == 8
-    assert await committed(brokers, "poison", TopicPartition("otlp_spans", 0)) == 4
+    assert await committed(brokers, "poison", TopicPartition("otlp_spans", 0)) == 5
 
 
 async def test_after_marking_retries_until_the_pipeline_accepts(kafka_cluster: MockKafkaCluster):

@@ -40,6 +40,7 @@ from otelflow.component import (
 )
 from otelflow.config.types import ConfigModel, Duration
 from otelflow.kafka_common import DEFAULT_TOPICS, ClientSettings, decode_otlp
+from otelflow.otlp_check import checked_batch
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.exporterhelper import Backoff, RetrySettings
 
@@ -161,9 +162,11 @@ FACTORY = Factory(Kind.RECEIVER, "kafka", KafkaReceiverConfig, create_receiver,
 
 
 def decode(signal: Signal, encoding: str, payload: bytes) -> Batch:
-    """A batch from one message payload; raises (ValueError, DecodeError, ...) when invalid."""
+    """A batch from one message payload; raises (ValueError, DecodeError, ...) when invalid.
+    OTLP protobuf payloads are checked as the OTLP receiver checks requests (malformed bytes
+    and wrong id lengths are refused) and passed on unparsed."""
     if encoding == "otlp_proto":
-        return Batch.from_bytes(signal, payload)
+        return checked_batch(signal, payload)
     if encoding == "otlp_json":
         return Batch.of(decode_otlp(encoding, signal, payload))
     request = signal.request_type()
