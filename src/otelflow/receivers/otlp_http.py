@@ -21,7 +21,6 @@ import cramjam
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
 
 from otelflow import otlp_json
@@ -188,13 +187,13 @@ def _decode_proto(signal: Signal, body: bytes) -> Batch:
 def _decode_json(signal: Signal, body: bytes) -> Batch:
     try:
         message = otlp_json.loads(signal, body)
-        # re-parse the wire form: the same UTF-8 and nesting checks as protobuf requests
-        return Batch.from_bytes(signal, message.SerializeToString())
+        # the wire form gets the same UTF-8 and nesting checks as protobuf requests
+        return checked_batch(signal, message.SerializeToString())
     except otlp_json.OTLPJSONError as exc:
         raise HTTPFailure(400, f"malformed OTLP/JSON: {exc}") from None
     except RecursionError:
         raise HTTPFailure(400, "malformed OTLP/JSON: nested too deeply") from None
-    except (DecodeError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:
         raise HTTPFailure(400, f"malformed OTLP/JSON: {exc}") from None
 
 
