@@ -318,7 +318,8 @@ fail:
 /* ---- validation: would a protobuf parser accept these bytes as this message type? ---- */
 
 /* What a schema knows of a field, by number. ID16/ID8: bytes fields holding a trace or span id,
- * whose length the receivers check after parsing. */
+ * 16 or 8 bytes when not empty; `validate` reports another length for the caller to judge on
+ * the parsed message (a parser keeps the last of repeated ids). */
 enum kind { K_UNKNOWN, K_VARINT, K_FIXED64, K_FIXED32, K_BYTES, K_STRING, K_MESSAGE, K_ID16, K_ID8 };
 
 typedef struct {
