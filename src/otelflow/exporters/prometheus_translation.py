@@ -297,6 +297,12 @@ def point_parts(dp: Any) -> tuple[bytes, bytes, bytes, Any]:
             dp.exemplars or None)
 
 
+def _value_bytes(buf: bytes, o: int, tag: int) -> bytes:
+    """The 8-byte double of a point laid out as SDKs write it, its time field at `o` and its
+    value's tag `tag` (0x21 as_double, 0x31 as_int) at o + 9."""
+    return buf[o + 10:o + 18] if tag == 0x21 else _DOUBLE(float(_I64(buf, o + 10)[0]))
+
+
 def only_attributes_and_flags(rest: bytes) -> bool:
     """Whether NumberDataPoint bytes hold nothing but attributes (7) and flags (8)."""
     try:
@@ -626,8 +632,7 @@ class SeriesBuilder:
             # a known series' point (None: unseen, or the object is needed)
             if (tag == 0x21 or tag == 0x31) and (series := cache.get(buf[o + 18:pos])):
                 time_bytes = buf[o + 1:o + 9]
-                value = buf[o + 10:o + 18] if tag == 0x21 else _DOUBLE(
-                    float(_I64(buf, o + 10)[0]))
+                value = _value_bytes(buf, o, tag)
                 exemplars = None
             else:
                 series, time_bytes, value, exemplars = self._other_point(
@@ -658,9 +663,7 @@ class SeriesBuilder:
             if rest not in cache:
                 series = self._new_series(cache, rest, dp, base, name)
                 if series is not None:
-                    value = buf[o + 10:o + 18] if tag == 0x21 else _DOUBLE(
-                        float(_I64(buf, o + 10)[0]))
-                    return series, buf[o + 1:o + 9], value, None
+                    return series, buf[o + 1:o + 9], _value_bytes(buf, o, tag), None
         time_bytes, value, rest, exemplars = point_parts(dp)
         series = cache.get(rest) or self._new_series(cache, rest, dp, base, name)
         assert series is not None  # point_parts' bytes are attributes and flags only
@@ -892,8 +895,7 @@ class RemoteWriteEncoder(SeriesSink):
                 return
             for one in labels:  # back out; the one-by-one path groups the repeated series
                 entries.pop(one, None)
-        for one, value in zip(series, values, strict=True):
-            entry = one.entry_head + value + tail
+        for one, value, entry in zip(series, values, finished, strict=True):
             if entries.setdefault(one.labels, entry) is not entry:  # a second sample
                 self._general(one.labels)
                 self._add(one.labels, head + value + tail)
@@ -962,7 +964,7 @@ class RemoteWriteEncoder(SeriesSink):
                 body += b"".join(exemplars[labels])
             if histograms and labels in histograms:
                 body += b"".join([h for _, h in sorted(histograms[labels], key=_first)])
-            yield tag_length(0x0A, len(body)) + body
+            yield _field_bytes(0x0A, body)
         yield from self._metadata.values()
 
 
