@@ -170,7 +170,7 @@ class OTLPReceiver(Component):
     def __init__(self, settings: CreateSettings, config: OTLPReceiverConfig,
                  consumers: Mapping[Signal, Consumer], trusted: bool = False):
         """`trusted`: the senders are this collector's own workers, whose requests were
-        checked where they entered: they are passed on unparsed."""
+        checked where they entered: they skip the request check."""
         self.id = str(settings.id)
         self.trusted = trusted
         self.config = config
