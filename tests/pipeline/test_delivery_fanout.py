@@ -3,7 +3,7 @@
 One collector fans out to two otlp exporters. Load runs at full speed while the second
 backend answers normally, then while it hangs on every request (each attempt waits for the
 exporter's timeout). Meanwhile the hung exporter's queue must be filling while the healthy
-exporter's stays as short as before, and the healthy exporter's delivery rate (best 1 s window
+exporter's stays a small fraction of it, and the healthy exporter's delivery rate (best 1 s window
 of each phase) must stay within 20% of its rate with no slow exporter. A blocked fan-out
 would show as a rate near zero; the margin absorbs the noise of a shared 2-core machine,
 where one CI run measured a 0.72 ratio with 2.5 s phases, and a whole phase can be slowed
@@ -96,7 +96,6 @@ def test_a_dead_exporter_does_not_slow_the_other(tmp_path):
         with CollectorProcess(config, wait_port=port) as collector, Load(port) as load:
             time.sleep(1.0)  # warm up
             baseline = rate(healthy, PHASE)
-            healthy_queue_alone = queue_size(scrape(metrics_port), "otlp/healthy")
             other.mode = "hang"
             time.sleep(0.5)
             with_dead = rate(healthy, PHASE)
@@ -108,11 +107,13 @@ def test_a_dead_exporter_does_not_slow_the_other(tmp_path):
     healthy_queue = queue_size(samples, "otlp/healthy")
     print(f"healthy exporter: {baseline:,.0f} spans/s alone, {with_dead:,.0f} spans/s "
           f"next to a dead one ({with_dead / baseline:.2f}); queues: dead {queued:.0f}, "
-          f"healthy {healthy_queue:.0f} (alone {healthy_queue_alone:.0f}) requests")
+          f"healthy {healthy_queue:.0f} requests")
     assert baseline > 5_000
     assert with_dead >= 0.8 * baseline
     assert queued >= 10, "the dead exporter's queue should be filling"
-    assert healthy_queue <= max(50, 2 * healthy_queue_alone), "the healthy queue backs up"
+    # both exporters are offered the same requests: a healthy exporter held up by the dead one
+    # would queue about as many; one scrape can catch a burst of ~100 in flight
+    assert healthy_queue * 10 <= queued, "the healthy queue backs up like the dead one"
     assert refused == 0
 
 
