@@ -39,10 +39,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from otelflow.component import Consumer, CreateSettings, Factory, Kind, Processor
 from otelflow.config.types import ConfigModel
 from otelflow.pdata import Batch, Signal, metric_points
-from otelflow.processors.redaction_dense import DenseScanner, Leaf, Plan
+from otelflow.processors.redaction_dense import DenseScanner, ItemId, Leaf, Plan, item_layouts
 from otelflow.processors.redaction_patterns import (
     GROUPS,
     LIBRARY,
+    NATIVE_REFINES,
     PatternSet,
     Regex,
     ValuePattern,
@@ -53,6 +54,11 @@ from otelflow.processors.redaction_patterns import (
     sanitize_url,
 )
 from otelflow.wire import field_at, read_varint, varint
+
+try:
+    from otelflow._redact import Redactor
+except ImportError:  # built without RE2's headers (see setup.py): the Python paths do it all
+    Redactor = None
 
 PatternName = Literal[tuple(sorted(LIBRARY)) + tuple(GROUPS)]  # type: ignore[valid-type]
 HashFunction = Literal["", "md5", "sha1", "sha3", "hmac-sha256", "hmac-sha512"]
@@ -129,6 +135,12 @@ _KEY_CACHE_MAX = 65536
 DENSE_AFTER = 16
 DENSE_SHARE = 0.25
 _URL_SPAN_KINDS = (2, 3)  # SPAN_KIND_SERVER, SPAN_KIND_CLIENT
+_NATIVE_SIGNALS = (Signal.LOGS, Signal.TRACES)
+
+
+def _relaxed(patterns: list[str]) -> str | None:
+    """One alternation of the relaxed `patterns` (None for none)."""
+    return "|".join(f"(?:{relax(p)})" for p in patterns) or None
 
 
 def _masker(config: RedactionConfig) -> Callable[[str], str]:
@@ -403,6 +415,7 @@ class RedactionProcessor(Processor):
         self.silent = config.summary == "silent"
         self.dense = self._dense(config)
         self.dense_after, self.dense_share = DENSE_AFTER, DENSE_SHARE
+        self.native = self._native(config)
         if self.check_all:
             self.log.info("redaction checks every value of every item (redact_all_types, the "
                           "URL sanitizer on names/bodies, or a pattern that can match empty "
@@ -442,9 +455,32 @@ class RedactionProcessor(Processor):
         if not self.silent:  # these keys change the summary counts
             keys += [re2.escape(k) for k in config.ignored_keys] + config.ignored_key_patterns
             keys.append(re2.escape("redaction."))
-        alternation = "|".join(f"(?:{relax(k)})" for k in keys) or None
-        return DenseScanner(self.rules.patterns, alternation, config.redact_span_names,
+        return DenseScanner(self.rules.patterns, _relaxed(keys), config.redact_span_names,
                             self._decide)
+
+    def _native(self, config: RedactionConfig) -> Any:
+        """The C++ masker (`otelflow._redact`) for logs and spans, when every change comes
+        from a value pattern (masked with the fixed mask, no summary) or a key the blocked key
+        patterns flag (left to the Python walk)."""
+        patterns = self.rules.patterns
+        if (Redactor is None or self.check_all or self.prefilter is None or self.url_keys
+                or not config.allow_all_keys or not patterns or not self.silent
+                or config.hash_function or config.allowed_values
+                or any(p.refine not in NATIVE_REFINES for p, _ in patterns)):
+            return None
+        layouts = item_layouts(config.redact_span_names)
+        try:
+            return Redactor(
+                patterns=[(p.regex, p.group, NATIVE_REFINES[p.refine]) for p, _ in patterns],
+                values=_relaxed([p.scan for p, _ in patterns]),
+                keys=_relaxed(config.blocked_key_patterns), ignored=config.ignored_keys,
+                ignored_re=self.rules.ignored_rx.pattern if self.rules.ignored_rx else None,
+                mask=MASK_TEXT,
+                **{signal.value: (layout.attributes, layout.body, tuple(layout.walk))
+                   for signal, layout in layouts.items()})
+        except ValueError as exc:  # a pattern the system's RE2 does not take
+            self.log.info("redaction masks values in Python: %s", exc)
+            return None
 
     def _decide(self, key: str | None, text: str,
                 spans: list[tuple[int, int]]) -> tuple[str, bool] | None:
@@ -465,6 +501,10 @@ class RedactionProcessor(Processor):
         """Redact `batch` in place (calling `batch.mutable()` only if something changes) and
         return the batch to pass on: when only some items changed, a batch whose bytes are the
         received ones with those items spliced in, so nothing else is re-encoded."""
+        if self.native is not None and batch.signal in _NATIVE_SIGNALS:
+            redacted = self._redact_native(batch)
+            if redacted is not None:
+                return redacted
         hits = self._hits(batch)
         if isinstance(hits, bytes):
             self._redact_dense(batch, hits)
@@ -479,6 +519,20 @@ class RedactionProcessor(Processor):
         if spliced is None:
             return batch
         return Batch(batch.signal, message=batch.message, raw=spliced)
+
+    def _redact_native(self, batch: Batch) -> Batch | None:
+        """The native masker's pass, then the Python walk of what it leaves; None when it
+        does not follow the request's framing."""
+        blob = batch.to_bytes()
+        result = self.native.redact(blob, batch.signal is Signal.TRACES)
+        if result is None:
+            return None
+        out, items, resources, scopes = result
+        if out is not blob:
+            batch = Batch(batch.signal, raw=out, items=batch.item_count())
+        if items or resources or scopes:
+            _Walk(self, batch).listed(items, resources, scopes)
+        return batch
 
     def _hits(self, batch: Batch) -> Located | bytes | None:
         """Places the prefilter flags; None means "check every value", bytes (the request's)
@@ -650,6 +704,18 @@ class _Walk:
                 if located is None:
                     located = Located(blob, _Overlap(_merge([m[:2] for m in plan.matches])), {})
                 self.item(item, True, located.children(plan.bounds[ri, si, k]))
+
+    def listed(self, items: list[ItemId], resources: list[int],
+               scopes: list[tuple[int, int]]) -> None:
+        """Check every value of the listed items, resources and scopes (by index)."""
+        sig = self.signal
+        top = getattr(self.batch.message, sig.resource_field)
+        for ri in resources:
+            self.resource(top[ri].resource, True)
+        for ri, si in scopes:
+            self.scope(getattr(top[ri], sig.scope_field)[si].scope, True)
+        for ri, si, k in items:
+            self.item(getattr(getattr(top[ri], sig.scope_field)[si], sig.item_field)[k], True)
 
     def leaves(self, item: Any, leaves: list[Leaf]) -> bool:
         """Write the masked values the dense path located in one item; False (nothing

@@ -60,6 +60,19 @@ Leaf = tuple[int, str | None, str, str, bool]
 Decide = Callable[[str | None, str, Spans], tuple[str, bool] | None]
 
 
+def item_layouts(redact_span_names: bool) -> dict[Signal, ItemLayout]:
+    """The layouts of log records and spans (span names walked when they are redacted)."""
+    span_walk = {_number(Span.DESCRIPTOR, n) for n in ("events", "links", "status")}
+    if redact_span_names:
+        span_walk.add(_number(Span.DESCRIPTOR, "name"))
+    return {
+        Signal.LOGS: ItemLayout(_number(LogRecord.DESCRIPTOR, "attributes"),
+                                _number(LogRecord.DESCRIPTOR, "body"), frozenset()),
+        Signal.TRACES: ItemLayout(_number(Span.DESCRIPTOR, "attributes"), 0,
+                                  frozenset(span_walk)),
+    }
+
+
 @dataclass
 class Plan:
     """What the processor does to a request: visit, walk or mask where."""
@@ -142,15 +155,7 @@ class DenseScanner:
         self.refines = [p.refine for p, _ in patterns]
         self.keys = Regex(keys) if keys else None
         self.set = PatternSet([p.regex for p, _ in patterns] + ([keys] if keys else []))
-        span_walk = {_number(Span.DESCRIPTOR, n) for n in ("events", "links", "status")}
-        if redact_span_names:
-            span_walk.add(_number(Span.DESCRIPTOR, "name"))
-        self.layouts = {
-            Signal.LOGS: ItemLayout(_number(LogRecord.DESCRIPTOR, "attributes"),
-                                    _number(LogRecord.DESCRIPTOR, "body"), frozenset()),
-            Signal.TRACES: ItemLayout(_number(Span.DESCRIPTOR, "attributes"), 0,
-                                      frozenset(span_walk)),
-        }
+        self.layouts = item_layouts(redact_span_names)
 
     def matches(self, blob: bytes) -> list[Match]:
         """Every pattern's successive matches over `blob`, sorted by start."""

@@ -266,6 +266,13 @@ def _mod97(iban: str) -> int:
         return -1
 
 
+NATIVE_REFINES: dict[Refine | None, int] = {
+    None: 0, _card_spans: 1, _digit_bounded: 2, _ipv4_bounded: 3, _ipv6_bounded: 4,
+    _iban_spans: 5,
+}
+"""The refine steps `otelflow._redact` ports, by its code for them."""
+
+
 # -- the library ----------------------------------------------------------------------------
 
 

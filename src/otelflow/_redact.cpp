@@ -1,0 +1,780 @@
+/* The `redaction` processor's value masking over a serialized OTLP request, with RE2.
+ *
+ * `Redactor.redact` does what the processor's per-value walk does to the string values of
+ * log records and spans (their attributes, and log bodies), for the configurations that need
+ * nothing but value patterns, a fixed mask and ignored keys: it scans the whole request once
+ * with the relaxed value patterns (and once with the relaxed blocked-key patterns), and each
+ * string value such a scan touches is masked exactly as `Rules.mask_text` masks it: RE2::Set
+ * names the patterns that match the value, each of them runs over the value alone, and the
+ * refine steps of the built-in patterns (Luhn, mod-97, digit and address boundaries) are
+ * ported from `redaction_patterns`. The changed values are spliced into the request bytes
+ * (their records re-framed), so nothing is parsed or re-encoded.
+ *
+ * What this does not follow is named in the result for the Python walk: items touched by a
+ * key-pattern hit or holding a match in a value that is not a plain ASCII string or in a
+ * field the processor walks (span events, links, status, a redacted name), and touched
+ * resources and scopes. A request whose framing it cannot follow gives None.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <re2/re2.h>
+#include <re2/set.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using re2::RE2;
+using re2::StringPiece;
+using Bytes = const unsigned char *;
+using Spans = std::vector<std::pair<size_t, size_t>>;
+
+enum Refine { NO_REFINE, CARD, DIGIT_BOUNDED, IPV4_BOUNDED, IPV6_BOUNDED, IBAN, REFINES };
+
+struct Pattern {
+    std::unique_ptr<RE2> re;
+    int group;
+    int refine;
+};
+
+struct Layout {
+    uint32_t attributes = 0;  // field number of the item's attributes
+    uint32_t body = 0;        // field number of an AnyValue body, 0 for none
+    std::vector<uint32_t> walk;  // fields whose matches send the item to the Python walk
+};
+
+// -- protobuf framing ----------------------------------------------------------------------
+
+struct Field {
+    uint32_t number;
+    int wire;
+    size_t head, start, end;  // tag start, value start, value end
+};
+
+bool read_varint(Bytes p, size_t end, size_t &i, uint64_t &out)
+{
+    uint64_t value = 0;
+    for (int shift = 0; shift < 70 && i < end; shift += 7) {
+        unsigned char b = p[i++];
+        value |= uint64_t(b & 0x7F) << shift;
+        if (b < 0x80) {
+            out = value;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The field at p[i] (i moves past it); false when it does not fit before `end` or is a
+ * group (which the Python walk handles). */
+bool next_field(Bytes p, size_t end, size_t &i, Field &f)
+{
+    uint64_t tag, n;
+    f.head = i;
+    if (!read_varint(p, end, i, tag) || (tag >> 3) > UINT32_MAX)
+        return false;
+    f.number = uint32_t(tag >> 3);
+    f.wire = int(tag & 7);
+    f.start = i;
+    switch (f.wire) {
+    case 0:
+        if (!read_varint(p, end, i, n))
+            return false;
+        break;
+    case 1:
+        i += 8;
+        break;
+    case 2:
+        if (!read_varint(p, end, i, n) || n > end - i)
+            return false;
+        f.start = i;
+        i += n;
+        break;
+    case 5:
+        i += 4;
+        break;
+    default:
+        return false;
+    }
+    f.end = i;
+    return i <= end;
+}
+
+void put_varint(std::string &out, uint64_t v)
+{
+    while (v >= 0x80) {
+        out.push_back(char(v | 0x80));
+        v >>= 7;
+    }
+    out.push_back(char(v));
+}
+
+/* A replacement for the length-delimited field p[head:end]. */
+struct Edit {
+    size_t head, end;
+    uint32_t number;
+    std::string value;
+};
+
+/* p[start:end] with each edit's field replaced by a fresh tag, length and value. */
+std::string splice(Bytes p, size_t start, size_t end, const std::vector<Edit> &edits)
+{
+    std::string out;
+    size_t grown = 0;
+    for (const Edit &e : edits)
+        grown += e.value.size() + 10;
+    out.reserve(end - start + grown);
+    size_t pos = start;
+    for (const Edit &e : edits) {
+        out.append(reinterpret_cast<const char *>(p + pos), e.head - pos);
+        put_varint(out, uint64_t(e.number) << 3 | 2);
+        put_varint(out, e.value.size());
+        out += e.value;
+        pos = e.end;
+    }
+    out.append(reinterpret_cast<const char *>(p + pos), end - pos);
+    return out;
+}
+
+/* Successive matches over a buffer, sorted and disjoint: does any touch [start, end)? */
+struct Hits {
+    std::vector<std::pair<size_t, size_t>> spans;  // (start, max(end, start + 1))
+
+    bool touch(size_t start, size_t end) const
+    {
+        auto it = std::upper_bound(spans.begin(), spans.end(), start,
+                                   [](size_t a, const std::pair<size_t, size_t> &s) {
+                                       return a < s.second;
+                                   });
+        return it != spans.end() && it->first < end;
+    }
+};
+
+void scan(const RE2 &re, StringPiece text, Hits &hits)
+{
+    StringPiece m;
+    size_t pos = 0, n = text.size();
+    while (pos < n && re.Match(text, pos, n, RE2::UNANCHORED, &m, 1)) {
+        size_t s = size_t(m.data() - text.data()), e = s + m.size();
+        hits.spans.emplace_back(s, std::max(e, s + 1));
+        pos = e > s ? e : e + 1;
+    }
+}
+
+// -- refine steps (redaction_patterns), over ASCII text -------------------------------------
+
+bool is_digit(int c) { return c >= '0' && c <= '9'; }
+bool is_alnum(int c) { return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+bool luhn_ok(const std::string &digits)
+{
+    static const int doubled[10] = {0, 2, 4, 6, 8, 1, 3, 5, 7, 9};
+    int sum = 0;
+    size_t n = digits.size();
+    for (size_t k = 0; k < n; k++) {
+        int d = digits[n - 1 - k] - '0';
+        sum += k % 2 ? doubled[d] : d;
+    }
+    return sum % 10 == 0;
+}
+
+bool card_start(const std::string &digits)
+{
+    return digits[0] >= '2' && digits[0] <= '6';
+}
+
+void card_spans(const std::string &t, size_t start, size_t end, Spans &out)
+{
+    std::string digits;
+    for (size_t i = start; i < end; i++)
+        if (is_digit(t[i]))
+            digits.push_back(t[i]);
+    if (digits.size() <= 19 && card_start(digits) && luhn_ok(digits)) {
+        out.emplace_back(start, end);
+        return;
+    }
+    if (digits.size() <= 13)
+        return;
+    Spans groups;  // the digit runs
+    for (size_t i = start; i < end;) {
+        if (!is_digit(t[i])) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < end && is_digit(t[j]))
+            j++;
+        groups.emplace_back(i, j);
+        i = j;
+    }
+    for (size_t g = 0; g < groups.size();) {  // the longest valid card from each group on
+        std::string run;
+        size_t best = SIZE_MAX;
+        for (size_t last = g; last < groups.size(); last++) {
+            run.append(t, groups[last].first, groups[last].second - groups[last].first);
+            if (run.size() > 19)
+                break;
+            if (run.size() >= 13 && card_start(run) && luhn_ok(run))
+                best = last;
+        }
+        if (best == SIZE_MAX) {
+            g++;
+        } else {
+            out.emplace_back(groups[g].first, groups[best].second);
+            g = best + 1;
+        }
+    }
+}
+
+int before(const std::string &t, size_t start) { return start ? t[start - 1] : -1; }
+int after(const std::string &t, size_t end) { return end < t.size() ? t[end] : -1; }
+
+void digit_bounded(const std::string &t, size_t start, size_t end, Spans &out)
+{
+    if (!is_digit(before(t, start)) && !is_digit(after(t, end)))
+        out.emplace_back(start, end);
+}
+
+void ipv4_bounded(const std::string &t, size_t start, size_t end, Spans &out)
+{
+    int b = before(t, start);
+    if (!is_alnum(b) && b != '.' && !is_digit(after(t, end)))
+        out.emplace_back(start, end);
+}
+
+void ipv6_bounded(const std::string &t, size_t start, size_t end, Spans &out)
+{
+    int b = before(t, start), a = after(t, end);
+    if (is_alnum(b) || b == ':' || is_alnum(a) || a == ':')
+        return;
+    size_t colons = std::count(t.begin() + start, t.begin() + end, ':');
+    if (colons >= 2 && colons < end - start)
+        out.emplace_back(start, end);
+}
+
+int mod97(const std::string &iban)
+{
+    std::string moved = iban.substr(4) + iban.substr(0, 4);
+    int r = 0;
+    for (char c : moved) {
+        int v;
+        if (is_digit(c))
+            v = c - '0';
+        else if (c >= 'a' && c <= 'z')
+            v = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'Z')
+            v = c - 'A' + 10;
+        else
+            return -1;
+        r = (r * (v < 10 ? 10 : 100) + v) % 97;
+    }
+    return r;
+}
+
+void iban_spans(const std::string &t, size_t start, size_t end, Spans &out)
+{
+    for (size_t stop = end; stop > start; stop--) {
+        std::string compact;
+        for (size_t i = start; i < stop; i++)
+            if (t[i] != ' ')
+                compact.push_back(t[i]);
+        if (compact.size() >= 15 && compact.size() <= 34 && mod97(compact) == 1) {
+            out.emplace_back(start, stop);
+            return;
+        }
+    }
+}
+
+void refine(int kind, const std::string &t, size_t start, size_t end, Spans &out)
+{
+    switch (kind) {
+    case CARD: card_spans(t, start, end, out); break;
+    case DIGIT_BOUNDED: digit_bounded(t, start, end, out); break;
+    case IPV4_BOUNDED: ipv4_bounded(t, start, end, out); break;
+    case IPV6_BOUNDED: ipv6_bounded(t, start, end, out); break;
+    case IBAN: iban_spans(t, start, end, out); break;
+    default: out.emplace_back(start, end);
+    }
+}
+
+// -- the redactor ---------------------------------------------------------------------------
+
+enum Outcome { UNCHANGED, CHANGED, PYTHON, MALFORMED };
+
+struct Engine {
+    std::vector<Pattern> patterns;
+    std::unique_ptr<RE2::Set> set;
+    std::unique_ptr<RE2> values;  // relaxed value patterns
+    std::unique_ptr<RE2> keys;  // relaxed blocked-key patterns, or null
+    std::unique_ptr<RE2> ignored_re;  // ignored_key_patterns, or null
+    std::unordered_set<std::string> ignored;
+    std::string mask;
+    Layout layouts[2];
+};
+
+/* One request's pass. */
+struct Pass {
+    const Engine &en;
+    const Layout &layout;
+    Bytes p;
+    Hits values, keys;
+    std::vector<int> which;  // reused by RE2::Set::Match
+
+    bool touched(size_t start, size_t end) const
+    {
+        return values.touch(start, end) || keys.touch(start, end);
+    }
+
+    /* Rules.mask_text for the string p[start:end] into `masked`. */
+    Outcome mask(size_t start, size_t end, std::string &masked)
+    {
+        StringPiece text(reinterpret_cast<const char *>(p + start), end - start);
+        which.clear();
+        if (!en.set->Match(text, &which) || which.empty())
+            return UNCHANGED;
+        for (size_t i = start; i < end; i++)
+            if (p[i] >= 0x80)
+                return PYTHON;  // offsets in characters, Unicode digits: the Python walk
+        std::string t(text.data(), text.size());
+        Spans spans;
+        StringPiece sub[10];
+        for (int index : which) {
+            const Pattern &pat = en.patterns[size_t(index)];
+            size_t pos = 0, n = text.size();
+            while (pos < n && pat.re->Match(text, pos, n, RE2::UNANCHORED, sub, pat.group + 1)) {
+                size_t s = size_t(sub[0].data() - text.data()), e = s + sub[0].size();
+                pos = e > s ? e : e + 1;
+                const StringPiece &g = sub[pat.group];
+                if (g.data() == nullptr || g.empty())
+                    continue;  // the group took no part, or an empty match
+                size_t gs = size_t(g.data() - text.data());
+                refine(pat.refine, t, gs, gs + g.size(), spans);
+            }
+        }
+        if (spans.empty())
+            return UNCHANGED;
+        std::sort(spans.begin(), spans.end());
+        masked.clear();
+        size_t pos = 0, i = 0;
+        while (i < spans.size()) {
+            size_t s = spans[i].first, e = spans[i].second;
+            for (i++; i < spans.size() && spans[i].first <= e; i++)
+                e = std::max(e, spans[i].second);
+            masked.append(t, pos, s - pos);
+            masked += en.mask;
+            pos = e;
+        }
+        masked.append(t, pos, std::string::npos);
+        return masked == t ? UNCHANGED : CHANGED;
+    }
+
+    /* An AnyValue that is one plain string: its new encoding into `out`. */
+    Outcome any_value(size_t start, size_t end, std::string &out)
+    {
+        size_t i = start;
+        Field f;
+        if (!next_field(p, end, i, f))
+            return MALFORMED;
+        if (f.number != 1 || f.wire != 2 || i != end)
+            return PYTHON;  // not a plain string value
+        std::string masked;
+        Outcome o = mask(f.start, f.end, masked);
+        if (o == CHANGED) {
+            out.clear();
+            put_varint(out, 1 << 3 | 2);
+            put_varint(out, masked.size());
+            out += masked;
+        }
+        return o;
+    }
+
+    bool ignored_key(size_t start, size_t end) const
+    {
+        StringPiece key(reinterpret_cast<const char *>(p + start), end - start);
+        if (en.ignored.count(std::string(key.data(), key.size())))
+            return true;
+        return en.ignored_re && RE2::PartialMatch(key, *en.ignored_re);
+    }
+
+    /* A KeyValue in p[start:end]; its new value into `out` when it changes. */
+    Outcome attribute(size_t start, size_t end, std::string &out)
+    {
+        Field f, key{}, value{};
+        bool has_key = false, has_value = false;
+        for (size_t i = start; i < end;) {
+            if (!next_field(p, end, i, f))
+                return MALFORMED;
+            if (f.wire != 2 || (f.number != 1 && f.number != 2))
+                continue;
+            bool &seen = f.number == 1 ? has_key : has_value;
+            if (seen)
+                return PYTHON;  // a repeated singular field: the parser merges
+            seen = true;
+            (f.number == 1 ? key : value) = f;
+        }
+        if (!has_key || !has_value)
+            return PYTHON;
+        if (!values.touch(value.start, value.end) || ignored_key(key.start, key.end))
+            return UNCHANGED;
+        std::string any;
+        Outcome o = any_value(value.start, value.end, any);
+        if (o == CHANGED)
+            out = splice(p, start, end, {Edit{value.head, value.end, 2, std::move(any)}});
+        return o;
+    }
+
+    /* One span or log record: its changed fields into `edits`. */
+    Outcome item(size_t start, size_t end, std::vector<Edit> &edits)
+    {
+        if (keys.touch(start, end))
+            return PYTHON;
+        int bodies = 0;
+        Field f;
+        for (size_t i = start; i < end;) {
+            if (!next_field(p, end, i, f))
+                return MALFORMED;
+            bodies += f.number == layout.body;
+            if (!values.touch(f.start, f.end))
+                continue;
+            if (std::find(layout.walk.begin(), layout.walk.end(), f.number) != layout.walk.end())
+                return PYTHON;
+            if (f.wire != 2 || (f.number != layout.attributes && f.number != layout.body))
+                continue;
+            std::string value;
+            Outcome o = f.number == layout.body ? any_value(f.start, f.end, value)
+                                                : attribute(f.start, f.end, value);
+            if (o == PYTHON || o == MALFORMED)
+                return o;
+            if (o == CHANGED)
+                edits.push_back(Edit{f.head, f.end, f.number, std::move(value)});
+        }
+        if (bodies > 1)
+            return PYTHON;  // a repeated body: the parser merges
+        return edits.empty() ? UNCHANGED : CHANGED;
+    }
+};
+
+// -- the Python type ------------------------------------------------------------------------
+
+struct RedactorObject {
+    PyObject_HEAD
+    Engine *engine;
+};
+
+std::unique_ptr<RE2> compile(PyObject *pattern, bool longest, bool capture)
+{
+    Py_ssize_t n;
+    const char *text = PyUnicode_AsUTF8AndSize(pattern, &n);
+    if (text == nullptr)
+        return nullptr;
+    RE2::Options options;
+    options.set_longest_match(longest);
+    options.set_never_capture(!capture);
+    options.set_log_errors(false);
+    auto re = std::make_unique<RE2>(StringPiece(text, size_t(n)), options);
+    if (!re->ok()) {
+        PyErr_Format(PyExc_ValueError, "RE2 refuses %R: %s", pattern, re->error().c_str());
+        return nullptr;
+    }
+    return re;
+}
+
+bool set_layout(PyObject *spec, Layout &layout)
+{
+    PyObject *walk;
+    unsigned int attributes, body;
+    if (!PyArg_ParseTuple(spec, "IIO", &attributes, &body, &walk))
+        return false;
+    layout.attributes = attributes;
+    layout.body = body;
+    PyObject *seq = PySequence_Fast(walk, "walk fields must be a sequence");
+    if (seq == nullptr)
+        return false;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        unsigned long number = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return false;
+        }
+        layout.walk.push_back(uint32_t(number));
+    }
+    Py_DECREF(seq);
+    return true;
+}
+
+bool build(Engine &en, PyObject *patterns, PyObject *values, PyObject *keys, PyObject *ignored,
+           PyObject *ignored_re, PyObject *mask, PyObject *logs, PyObject *traces)
+{
+    RE2::Options set_options;
+    set_options.set_never_capture(true);
+    set_options.set_log_errors(false);
+    en.set = std::make_unique<RE2::Set>(set_options, RE2::UNANCHORED);
+    PyObject *seq = PySequence_Fast(patterns, "patterns must be a sequence");
+    if (seq == nullptr)
+        return false;
+    bool ok = true;
+    for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *regex;
+        int group, kind;
+        ok = PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "Uii", &regex, &group, &kind);
+        if (ok && (group < 0 || group > 9 || kind < 0 || kind >= REFINES)) {
+            PyErr_SetString(PyExc_ValueError, "group must be 0-9 and refine a known step");
+            ok = false;
+        }
+        std::unique_ptr<RE2> re = ok ? compile(regex, true, group > 0) : nullptr;
+        std::string error;
+        if (re && en.set->Add(re->pattern(), &error) != int(i)) {
+            PyErr_Format(PyExc_ValueError, "RE2::Set refuses %R: %s", regex, error.c_str());
+            re = nullptr;
+        }
+        ok = re != nullptr;
+        if (ok)
+            en.patterns.push_back(Pattern{std::move(re), group, kind});
+    }
+    Py_DECREF(seq);
+    if (!ok)
+        return false;
+    if (!en.set->Compile()) {
+        PyErr_SetString(PyExc_ValueError, "RE2::Set does not compile (out of memory)");
+        return false;
+    }
+    en.values = compile(values, false, false);
+    if (!en.values || (keys != Py_None && !(en.keys = compile(keys, false, false))))
+        return false;
+    if (ignored_re != Py_None && !(en.ignored_re = compile(ignored_re, false, false)))
+        return false;
+    PyObject *it = PyObject_GetIter(ignored);
+    if (it == nullptr)
+        return false;
+    for (PyObject *key; (key = PyIter_Next(it)) != nullptr; Py_DECREF(key)) {
+        Py_ssize_t n;
+        const char *text = PyUnicode_AsUTF8AndSize(key, &n);
+        if (text == nullptr) {
+            Py_DECREF(key);
+            break;
+        }
+        en.ignored.emplace(text, size_t(n));
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return false;
+    Py_ssize_t n;
+    const char *text = PyUnicode_AsUTF8AndSize(mask, &n);
+    if (text == nullptr)
+        return false;
+    en.mask.assign(text, size_t(n));
+    return set_layout(logs, en.layouts[0]) && set_layout(traces, en.layouts[1]);
+}
+
+int Redactor_init(RedactorObject *self, PyObject *args, PyObject *kwargs)
+{
+    static const char *names[] = {"patterns", "values", "keys", "ignored", "ignored_re",
+                                  "mask", "logs", "traces", nullptr};
+    PyObject *patterns, *values, *keys, *ignored, *ignored_re, *mask, *logs, *traces;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUOOOUOO", const_cast<char **>(names),
+                                     &patterns, &values, &keys, &ignored, &ignored_re, &mask,
+                                     &logs, &traces))
+        return -1;
+    auto engine = std::make_unique<Engine>();
+    if (!build(*engine, patterns, values, keys, ignored, ignored_re, mask, logs, traces))
+        return -1;
+    delete self->engine;
+    self->engine = engine.release();
+    return 0;
+}
+
+void Redactor_dealloc(RedactorObject *self)
+{
+    delete self->engine;
+    Py_TYPE(self)->tp_free(reinterpret_cast<PyObject *>(self));
+}
+
+PyObject *index_tuple(std::initializer_list<size_t> indices)
+{
+    PyObject *t = PyTuple_New(Py_ssize_t(indices.size()));
+    if (t == nullptr)
+        return nullptr;
+    Py_ssize_t k = 0;
+    for (size_t i : indices) {
+        PyObject *n = PyLong_FromSize_t(i);
+        if (n == nullptr) {
+            Py_DECREF(t);
+            return nullptr;
+        }
+        PyTuple_SET_ITEM(t, k++, n);
+    }
+    return t;
+}
+
+bool append(PyObject *list, PyObject *item)
+{
+    if (item == nullptr)
+        return false;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc == 0;
+}
+
+/* The walk request -> resource_X -> scope_X -> items, the same layout for every signal. */
+Outcome walk(Pass &pass, size_t n, std::string &out, PyObject *items, PyObject *resources,
+             PyObject *scopes)
+{
+    Bytes p = pass.p;
+    std::vector<Edit> top, resource_edits, scope_edits, item_edits;
+    Field r, s, t;
+    size_t ri = 0;
+    for (size_t i = 0; i < n; ) {
+        if (!next_field(p, n, i, r))
+            return MALFORMED;
+        if (r.number != 1 || r.wire != 2)
+            continue;
+        size_t rx = ri++;
+        if (!pass.touched(r.start, r.end))
+            continue;
+        resource_edits.clear();
+        size_t si = 0;
+        for (size_t j = r.start; j < r.end; ) {
+            if (!next_field(p, r.end, j, s))
+                return MALFORMED;
+            if (s.wire != 2 || (s.number != 1 && s.number != 2))
+                continue;
+            if (s.number == 1) {
+                if (pass.touched(s.start, s.end) && !append(resources, PyLong_FromSize_t(rx)))
+                    return MALFORMED;
+                continue;
+            }
+            size_t sx = si++;
+            if (!pass.touched(s.start, s.end))
+                continue;
+            scope_edits.clear();
+            size_t k = 0;
+            for (size_t m = s.start; m < s.end; ) {
+                if (!next_field(p, s.end, m, t))
+                    return MALFORMED;
+                if (t.wire != 2 || (t.number != 1 && t.number != 2))
+                    continue;
+                if (t.number == 1) {
+                    if (pass.touched(t.start, t.end) && !append(scopes, index_tuple({rx, sx})))
+                        return MALFORMED;
+                    continue;
+                }
+                size_t kx = k++;
+                if (!pass.touched(t.start, t.end))
+                    continue;
+                item_edits.clear();
+                Outcome o = pass.item(t.start, t.end, item_edits);
+                if (o == MALFORMED)
+                    return o;
+                if (o == PYTHON && !append(items, index_tuple({rx, sx, kx})))
+                    return MALFORMED;
+                if (o == CHANGED)
+                    scope_edits.push_back(
+                        Edit{t.head, t.end, 2, splice(p, t.start, t.end, item_edits)});
+            }
+            if (!scope_edits.empty())
+                resource_edits.push_back(
+                    Edit{s.head, s.end, 2, splice(p, s.start, s.end, scope_edits)});
+        }
+        if (!resource_edits.empty())
+            top.push_back(Edit{r.head, r.end, 1, splice(p, r.start, r.end, resource_edits)});
+    }
+    if (top.empty())
+        return UNCHANGED;
+    out = splice(p, 0, n, top);
+    return CHANGED;
+}
+
+PyObject *Redactor_redact(RedactorObject *self, PyObject *args)
+{
+    PyObject *blob;
+    int traces;
+    if (!PyArg_ParseTuple(args, "Sp", &blob, &traces))
+        return nullptr;
+    const Engine &en = *self->engine;
+    Bytes p = reinterpret_cast<Bytes>(PyBytes_AS_STRING(blob));
+    size_t n = size_t(PyBytes_GET_SIZE(blob));
+    Pass pass{en, en.layouts[traces ? 1 : 0], p, {}, {}, {}};
+    StringPiece text(reinterpret_cast<const char *>(p), n);
+    std::string out;
+    Outcome o;
+    Py_BEGIN_ALLOW_THREADS
+    scan(*en.values, text, pass.values);
+    if (en.keys)
+        scan(*en.keys, text, pass.keys);
+    Py_END_ALLOW_THREADS
+    PyObject *items = PyList_New(0), *resources = PyList_New(0), *scopes = PyList_New(0);
+    if (items == nullptr || resources == nullptr || scopes == nullptr)
+        goto fail;
+    o = walk(pass, n, out, items, resources, scopes);
+    if (PyErr_Occurred())
+        goto fail;
+    if (o == MALFORMED) {
+        Py_DECREF(items);
+        Py_DECREF(resources);
+        Py_DECREF(scopes);
+        Py_RETURN_NONE;
+    }
+    if (o == UNCHANGED)
+        return Py_BuildValue("(ONNN)", blob, items, resources, scopes);
+    return Py_BuildValue("(y#NNN)", out.data(), Py_ssize_t(out.size()), items, resources,
+                         scopes);
+fail:
+    Py_XDECREF(items);
+    Py_XDECREF(resources);
+    Py_XDECREF(scopes);
+    return nullptr;
+}
+
+PyMethodDef Redactor_methods[] = {
+    {"redact", reinterpret_cast<PyCFunction>(Redactor_redact), METH_VARARGS,
+     "redact(request, traces) -> (request, items, resources, scopes) | None\n\n"
+     "The request's bytes with the located string values masked (the same object when "
+     "nothing changed), the (resource, scope, item) indices of the items left to the Python "
+     "walk, the indices of the resources and the (resource, scope) indices of the scopes it "
+     "has to visit. None when the framing is not one this follows."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyTypeObject RedactorType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "otelflow._redact",
+                      "Value masking over serialized OTLP requests with RE2 (see Redactor).",
+                      -1, nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__redact(void)
+{
+    RedactorType.tp_name = "otelflow._redact.Redactor";
+    RedactorType.tp_basicsize = sizeof(RedactorObject);
+    RedactorType.tp_flags = Py_TPFLAGS_DEFAULT;
+    RedactorType.tp_doc =
+        "Redactor(patterns, values, keys, ignored, ignored_re, mask, logs, traces)\n\n"
+        "patterns: (regex, group, refine) per value pattern; values: the relaxed alternation "
+        "of their scans; keys: the relaxed blocked-key alternation or None; ignored: keys "
+        "whose values stay; ignored_re: a regex of more such keys or None; mask: the "
+        "replacement text; logs, traces: (attributes field, body field or 0, walk fields).";
+    RedactorType.tp_new = PyType_GenericNew;
+    RedactorType.tp_init = reinterpret_cast<initproc>(Redactor_init);
+    RedactorType.tp_dealloc = reinterpret_cast<destructor>(Redactor_dealloc);
+    RedactorType.tp_methods = Redactor_methods;
+    if (PyType_Ready(&RedactorType) < 0)
+        return nullptr;
+    PyObject *m = PyModule_Create(&module);
+    if (m == nullptr)
+        return nullptr;
+    Py_INCREF(&RedactorType);
+    if (PyModule_AddObject(m, "Redactor", reinterpret_cast<PyObject *>(&RedactorType)) < 0) {
+        Py_DECREF(&RedactorType);
+        Py_DECREF(m);
+        return nullptr;
+    }
+    return m;
+}

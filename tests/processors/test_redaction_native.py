@@ -1,0 +1,186 @@
+"""The `redaction` processor's native masker (`otelflow._redact`, C++ with RE2) gives the
+Python walk's output, leaves to that walk what it does not follow, and is taken only for the
+configurations it covers."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from otelflow._redact import Redactor
+from otelflow.pdata import Batch, Signal
+from otelflow.processors.redaction import RedactionProcessor
+from otelflow.processors.redaction_patterns import LIBRARY, NATIVE_REFINES
+from tests.processors.helpers import as_dict, build, put
+from tests.processors.test_redaction_dense import (
+    BENCH,
+    SECRETS,
+    _framed,
+    logs_request,
+    requests,
+    traces_request,
+)
+
+CONFIGS = {
+    "bench": BENCH,
+    "all": {"allow_all_keys": True, "value_patterns": ["all"], "summary": "silent",
+            "blocked_values": ["SECRET-[0-9]{6}", r"\bcard [0-9]+\b", "^whole$"],
+            "blocked_key_patterns": ["password"], "redact_span_names": True,
+            "ignored_keys": ["safe"], "ignored_key_patterns": ["^k\\."]},
+}
+
+
+def pair(config: dict, signal: Signal) -> tuple[RedactionProcessor, RedactionProcessor]:
+    """(a processor with the native masker, one with the Python paths only)."""
+    native, python = build("redaction", config, signal), build("redaction", config, signal)
+    assert native.native is not None
+    python.native = None
+    return native, python
+
+
+def same_output(config: dict, signal: Signal, raw: bytes) -> Batch:
+    """The native pass's batch for `raw`, asserted to hold what the Python paths give."""
+    native, python = pair(config, signal)
+    out = native.redact(Batch.from_bytes(signal, raw))
+    expected = python.redact(Batch.from_bytes(signal, raw))
+    assert signal.request_type.FromString(out.to_bytes()) == expected.message
+    assert out.item_count() == expected.item_count()
+    return out
+
+
+def test_bench_shape_is_masked_without_parsing():
+    raw = logs_request(200).SerializeToString()
+    out = same_output(BENCH, Signal.LOGS, raw)
+    assert out._message is None  # spliced bytes, never parsed
+    records = ExportLogsServiceRequest.FromString(out.to_bytes()).resource_logs[0] \
+        .scope_logs[0].log_records
+    assert [r.body.string_value for r in records] == [
+        f"user **** paid with **** #{i}" for i in range(200)]
+    assert as_dict(records[3].attributes)["attr.0"] == "value-0-21"
+
+
+def test_a_request_without_matches_passes_as_received():
+    proc = build("redaction", BENCH, Signal.LOGS)
+    batch = Batch(Signal.LOGS, raw=logs_request(20, body="user {i} paid").SerializeToString())
+    assert proc.redact(batch) is batch and batch._message is None
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_each_secret_in_attributes_and_bodies(config, secret):
+    for glue in ("", " ", "x", "9", ":", "."):
+        text = f"a{glue}{secret}{glue}b"
+        same_output(CONFIGS[config], Signal.LOGS, logs_request(3, body=text).SerializeToString())
+        same_output(CONFIGS[config], Signal.TRACES, traces_request([{"v": text, "w": secret}]))
+
+
+@pytest.mark.parametrize("extra", [
+    {"event": {"e": "alice@example.com"}}, {"link": {"l": "10.1.2.3"}},
+    {"status": "card 4111 1111 1111 1111"}, {"name": "user alice@example.com"},
+    {"resource": {"owner": "alice@example.com"}}, {"scope": {"s": "123-45-6789"}},
+])
+def test_what_it_does_not_follow_is_walked_in_python(extra):
+    """Matches in events, links, status, redacted names, resources and scopes: the native
+    pass lists them and the Python walk masks them."""
+    raw = traces_request([{"a": "bob@example.com"}] * 3, **extra)
+    native = build("redaction", CONFIGS["all"], Signal.TRACES).native
+    _out, items, resources, scopes = native.redact(raw, True)
+    assert items or resources or scopes
+    out = same_output(CONFIGS["all"], Signal.TRACES, raw)
+    assert "example.com" not in str(out.message) and "10.1.2.3" not in str(out.message)
+
+
+@pytest.mark.parametrize("value", [
+    {"kv": {"inner": "alice@example.com"}}, {"arr": ["alice@example.com"]},
+    {"raw": b"alice@example.com"}, {"password": "hunter2"}, {"u": "caf\u00e9 alice@example.com"},
+])
+def test_values_it_leaves_to_python(value):
+    raw = traces_request([value, {"a": "bob@example.com"}])
+    native = build("redaction", CONFIGS["all"], Signal.TRACES).native
+    _out, items, _resources, _scopes = native.redact(raw, True)
+    assert items == [(0, 0, 0)]
+    same_output(CONFIGS["all"], Signal.TRACES, raw)
+
+
+def test_ignored_keys_keep_their_values():
+    raw = traces_request([{"safe": "alice@example.com", "k.x": "10.1.2.3", "v": "10.1.2.3"}])
+    out = same_output(CONFIGS["all"], Signal.TRACES, raw)
+    span = out.message.resource_spans[0].scope_spans[0].spans[0]
+    assert as_dict(span.attributes) == {"safe": "alice@example.com", "k.x": "10.1.2.3",
+                                        "v": "****"}
+
+
+def test_a_repeated_body_field_is_walked():
+    req = logs_request(1)
+    body = Signal.LOGS.request_type()
+    later = body.resource_logs.add().scope_logs.add().log_records.add().body
+    later.string_value = "later bob@example.com here"
+    record = req.resource_logs[0].scope_logs[0].log_records[0].SerializeToString()
+    raw = _framed(1, _framed(2, _framed(2, record + _framed(5, later.SerializeToString()))))
+    out = same_output(BENCH, Signal.LOGS, raw)
+    assert out.message.resource_logs[0].scope_logs[0].log_records[0].body.string_value == (
+        "later **** here")
+
+
+def test_framing_it_cannot_follow_gives_none():
+    native = build("redaction", BENCH, Signal.LOGS).native
+    assert native.redact(b"\x0a\x05\x12\x03", False) is None  # runs past the request
+    assert native.redact(b"\x0b\x0c", False) is None  # a group
+    assert native.redact(b"", False) == (b"", [], [], [])
+
+
+def test_configurations_it_covers():
+    for config in (BENCH, CONFIGS["all"]):
+        assert build("redaction", config, Signal.LOGS).native is not None
+    for config in ({**BENCH, "summary": "debug"}, {**BENCH, "hash_function": "md5"},
+                   {**BENCH, "allowed_values": ["x"]}, {**BENCH, "allow_all_keys": False},
+                   {**BENCH, "redact_all_types": True},
+                   {**BENCH, "url_sanitizer": {"enabled": True, "attributes": ["u"]}}):
+        assert build("redaction", config, Signal.LOGS).native is None, config
+    assert all(p.refine in NATIVE_REFINES for p in LIBRARY.values())
+
+
+def test_a_pattern_the_system_re2_refuses_falls_back(monkeypatch):
+    def refuse(**_kwargs):
+        raise ValueError("RE2 refuses")
+    monkeypatch.setattr("otelflow.processors.redaction.Redactor", refuse)
+    proc = build("redaction", BENCH, Signal.LOGS)
+    assert proc.native is None
+    out = proc.redact(Batch.from_bytes(Signal.LOGS, logs_request(2).SerializeToString()))
+    assert "****" in out.message.resource_logs[0].scope_logs[0].log_records[0].body.string_value
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="RE2 refuses"):
+        Redactor(patterns=[("(", 0, 0)], values="x", keys=None, ignored=(), ignored_re=None,
+                 mask="*", logs=(6, 5, ()), traces=(9, 0, ()))
+    with pytest.raises(ValueError, match="refine"):
+        Redactor(patterns=[("x", 0, 99)], values="x", keys=None, ignored=(), ignored_re=None,
+                 mask="*", logs=(6, 5, ()), traces=(9, 0, ()))
+
+
+# -- property: native == Python on random requests -------------------------------------------
+
+CARDS = st.builds(lambda d, sep: sep.join(d[i:i + 4] for i in range(0, len(d), 4)),
+                  st.text("0123456789", min_size=12, max_size=22), st.sampled_from(["", " ", "-"]))
+NOISE = st.text(string.ascii_letters + string.digits + " .-:@", max_size=30)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=requests(), config=st.sampled_from(sorted(CONFIGS)))
+def test_native_equals_python_on_random_requests(case, config):
+    signal, raw = case
+    same_output(CONFIGS[config], signal, raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.one_of(CARDS, NOISE, st.sampled_from(SECRETS)), min_size=1,
+                      max_size=6))
+def test_refine_steps_agree_with_python(texts):
+    """Digit runs (cards: Luhn over every run of groups), IBANs, addresses, near misses."""
+    body = " ".join(texts)
+    same_output(CONFIGS["all"], Signal.LOGS, logs_request(1, body=body).SerializeToString())
