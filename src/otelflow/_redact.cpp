@@ -2,13 +2,14 @@
  *
  * `Redactor.redact` does what the processor's per-value walk does to the string values of
  * log records and spans (their attributes, and log bodies), for the configurations that need
- * nothing but value patterns, a fixed mask and ignored keys: it scans the whole request once
+ * nothing but value patterns, a fixed mask, ignored keys and a summary: it scans the whole request once
  * with the relaxed value patterns (and once with the relaxed blocked-key patterns), and each
  * string value such a scan touches is masked exactly as `Rules.mask_text` masks it: RE2::Set
  * names the patterns that match the value, each of them runs over the value alone, and the
  * refine steps of the built-in patterns (Luhn, mod-97, digit and address boundaries) are
  * ported from `redaction_patterns`. The changed values are spliced into the request bytes
- * (their records re-framed), so nothing is parsed or re-encoded.
+ * (their records re-framed), so nothing is parsed or re-encoded. With `summary` info or debug,
+ * an item with masked values gets the processor's `redaction.*` count (and keys) attributes.
  *
  * What this does not follow is named in the result for the Python walk: items touched by a
  * key-pattern hit or holding a match in a value that is not a plain ASCII string or in a
@@ -22,6 +23,7 @@
 #include <re2/set.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -316,8 +318,31 @@ struct Engine {
     std::unique_ptr<RE2> ignored_re;  // ignored_key_patterns, or null
     std::unordered_set<std::string> ignored;
     std::string mask;
+    int summary = 0;  // 0 silent, 1 info (counts), 2 debug (counts and keys)
     Layout layouts[2];
 };
+
+/* A KeyValue of the summary: `key` with a string (`text`) or an int (`count`) value. */
+std::string summary_entry(const char *key, const std::string *text, size_t count)
+{
+    std::string any, kv;
+    if (text) {
+        put_varint(any, 1 << 3 | 2);
+        put_varint(any, text->size());
+        any += *text;
+    } else {
+        put_varint(any, 3 << 3);
+        put_varint(any, count);
+    }
+    size_t n = strlen(key);
+    put_varint(kv, 1 << 3 | 2);
+    put_varint(kv, n);
+    kv.append(key, n);
+    put_varint(kv, 2 << 3 | 2);
+    put_varint(kv, any.size());
+    kv += any;
+    return kv;
+}
 
 /* One request's pass. */
 struct Pass {
@@ -403,8 +428,9 @@ struct Pass {
         return en.ignored_re && RE2::PartialMatch(key, *en.ignored_re);
     }
 
-    /* A KeyValue in p[start:end]; its new value into `out` when it changes. */
-    Outcome attribute(size_t start, size_t end, std::string &out)
+    /* A KeyValue in p[start:end]; its new value into `out` when it changes (its key then
+     * into `key_out`). */
+    Outcome attribute(size_t start, size_t end, std::string &out, std::string &key_out)
     {
         Field f, key{}, value{};
         bool has_key = false, has_value = false;
@@ -425,8 +451,10 @@ struct Pass {
             return UNCHANGED;
         std::string any;
         Outcome o = any_value(value.start, value.end, any);
-        if (o == CHANGED)
+        if (o == CHANGED) {
             out = splice(p, start, end, {Edit{value.head, value.end, 2, std::move(any)}});
+            key_out.assign(reinterpret_cast<const char *>(p + key.start), key.end - key.start);
+        }
         return o;
     }
 
@@ -436,6 +464,9 @@ struct Pass {
         if (keys.touch(start, end))
             return PYTHON;
         int bodies = 0;
+        bool body_masked = false;
+        std::vector<std::string> masked_keys;
+        std::string key;
         Field f;
         for (size_t i = start; i < end;) {
             if (!next_field(p, end, i, f))
@@ -448,16 +479,51 @@ struct Pass {
             if (f.wire != 2 || (f.number != layout.attributes && f.number != layout.body))
                 continue;
             std::string value;
-            Outcome o = f.number == layout.body ? any_value(f.start, f.end, value)
-                                                : attribute(f.start, f.end, value);
+            bool body = f.number == layout.body;
+            Outcome o = body ? any_value(f.start, f.end, value)
+                             : attribute(f.start, f.end, value, key);
             if (o == PYTHON || o == MALFORMED)
                 return o;
-            if (o == CHANGED)
+            if (o == CHANGED) {
                 edits.push_back(Edit{f.head, f.end, f.number, std::move(value)});
+                if (body)
+                    body_masked = true;
+                else
+                    masked_keys.push_back(key);
+            }
         }
         if (bodies > 1)
             return PYTHON;  // a repeated body: the parser merges
-        return edits.empty() ? UNCHANGED : CHANGED;
+        if (edits.empty())
+            return UNCHANGED;
+        if (en.summary)
+            summarize(masked_keys, body_masked, end, edits);
+        return CHANGED;
+    }
+
+    /* The summary attributes `_Walk.summarize` appends: masked keys (debug) and count, for
+     * the attributes then for the body. */
+    void summarize(std::vector<std::string> &keys, bool body, size_t end,
+                   std::vector<Edit> &edits) const
+    {
+        auto add = [&](const char *name, const std::string *text, size_t count) {
+            edits.push_back(Edit{end, end, layout.attributes, summary_entry(name, text, count)});
+        };
+        if (!keys.empty()) {
+            std::sort(keys.begin(), keys.end());
+            std::string joined;
+            for (const std::string &k : keys)
+                joined += (joined.empty() ? "" : ",") + k;
+            if (en.summary == 2)
+                add("redaction.masked.keys", &joined, 0);
+            add("redaction.masked.count", nullptr, keys.size());
+        }
+        if (body) {
+            static const std::string body_key = "body";
+            if (en.summary == 2)
+                add("redaction.body.masked.keys", &body_key, 0);
+            add("redaction.body.masked.count", nullptr, 1);
+        }
     }
 };
 
@@ -576,13 +642,19 @@ bool build(Engine &en, PyObject *patterns, PyObject *values, PyObject *keys, PyO
 int Redactor_init(RedactorObject *self, PyObject *args, PyObject *kwargs)
 {
     static const char *names[] = {"patterns", "values", "keys", "ignored", "ignored_re",
-                                  "mask", "logs", "traces", nullptr};
+                                  "mask", "logs", "traces", "summary", nullptr};
     PyObject *patterns, *values, *keys, *ignored, *ignored_re, *mask, *logs, *traces;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUOOOUOO", const_cast<char **>(names),
+    int summary = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUOOOUOO|i", const_cast<char **>(names),
                                      &patterns, &values, &keys, &ignored, &ignored_re, &mask,
-                                     &logs, &traces))
+                                     &logs, &traces, &summary))
         return -1;
+    if (summary < 0 || summary > 2) {
+        PyErr_SetString(PyExc_ValueError, "summary must be 0 (silent), 1 (info) or 2 (debug)");
+        return -1;
+    }
     auto engine = std::make_unique<Engine>();
+    engine->summary = summary;
     if (!build(*engine, patterns, values, keys, ignored, ignored_re, mask, logs, traces))
         return -1;
     delete self->engine;
@@ -756,11 +828,12 @@ PyMODINIT_FUNC PyInit__redact(void)
     RedactorType.tp_basicsize = sizeof(RedactorObject);
     RedactorType.tp_flags = Py_TPFLAGS_DEFAULT;
     RedactorType.tp_doc =
-        "Redactor(patterns, values, keys, ignored, ignored_re, mask, logs, traces)\n\n"
+        "Redactor(patterns, values, keys, ignored, ignored_re, mask, logs, traces, summary=0)\n\n"
         "patterns: (regex, group, refine) per value pattern; values: the relaxed alternation "
         "of their scans; keys: the relaxed blocked-key alternation or None; ignored: keys "
         "whose values stay; ignored_re: a regex of more such keys or None; mask: the "
-        "replacement text; logs, traces: (attributes field, body field or 0, walk fields).";
+        "replacement text; logs, traces: (attributes field, body field or 0, walk fields); "
+        "summary: 0 silent, 1 info, 2 debug.";
     RedactorType.tp_new = PyType_GenericNew;
     RedactorType.tp_init = reinterpret_cast<initproc>(Redactor_init);
     RedactorType.tp_dealloc = reinterpret_cast<destructor>(Redactor_dealloc);

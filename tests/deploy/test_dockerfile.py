@@ -37,8 +37,10 @@ def test_multi_stage_slim_non_root():
     assert "--from=build /wheels" in final
     user = re.search(r"(?m)^USER (\S+)", final)
     assert user and user.group(1) not in ("root", "0")
-    for tool in ("gcc", "build-essential", "apt-get install"):
+    for tool in ("gcc", "g++", "build-essential", "-dev"):
         assert tool not in final, f"{tool} in the final image"
+    runtime = re.search(r"apt-get install -y --no-install-recommends ([^\\]+)", final)
+    assert runtime and runtime.group(1).split() == ["libre2-9"], "only RE2's runtime library"
 
 
 def test_entrypoint_cmd_ports_healthcheck():
@@ -69,4 +71,5 @@ def test_first_stage_builds_a_wheel_with_the_default_config(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "otelflow/default.yaml" in names
     assert "otelflow/cli.py" in names
-    assert any(re.fullmatch(r"otelflow/_native\..*\.so", name) for name in names)
+    for module in ("_native", "_redact"):
+        assert any(re.fullmatch(rf"otelflow/{module}\..*\.so", name) for name in names), module

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from otelflow._redact import Redactor
+from otelflow import _redact
 from otelflow.pdata import Batch, Signal
 from otelflow.processors.redaction import RedactionProcessor
 from otelflow.processors.redaction_patterns import LIBRARY, NATIVE_REFINES
@@ -32,6 +32,8 @@ CONFIGS = {
             "blocked_key_patterns": ["password"], "redact_span_names": True,
             "ignored_keys": ["safe"], "ignored_key_patterns": ["^k\\."]},
 }
+CONFIGS["all_debug"] = {**CONFIGS["all"], "summary": "debug"}
+CONFIGS["bench_info"] = {**BENCH, "summary": "info", "ignored_keys": ["safe"]}
 
 
 def pair(config: dict, signal: Signal) -> tuple[RedactionProcessor, RedactionProcessor]:
@@ -106,6 +108,26 @@ def test_values_it_leaves_to_python(value):
     same_output(CONFIGS["all"], Signal.TRACES, raw)
 
 
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_masked_items_carry_the_summary(level):
+    raw = logs_request(3, body="mail alice@example.com").SerializeToString()
+    proc = build("redaction", {**BENCH, "summary": level}, Signal.LOGS)
+    assert proc.native.redact(raw, False)[1:] == ([], [], [])  # nothing left to Python
+    req = Signal.LOGS.request_type()
+    record = req.resource_logs.add().scope_logs.add().log_records.add()
+    record.body.string_value = "to bob@example.com"
+    put(record.attributes, {"z": "alice@example.com", "a": "10.1.2.3", "n": "none"})
+    out = same_output({**BENCH, "summary": level}, Signal.LOGS, req.SerializeToString())
+    assert out._message is None
+    attributes = as_dict(Signal.LOGS.request_type().FromString(out.to_bytes())
+                         .resource_logs[0].scope_logs[0].log_records[0].attributes)
+    expected = {"z": "****", "a": "****", "n": "none", "redaction.masked.count": 2,
+                "redaction.body.masked.count": 1}
+    if level == "debug":
+        expected |= {"redaction.masked.keys": "a,z", "redaction.body.masked.keys": "body"}
+    assert attributes == expected
+
+
 def test_ignored_keys_keep_their_values():
     raw = traces_request([{"safe": "alice@example.com", "k.x": "10.1.2.3", "v": "10.1.2.3"}])
     out = same_output(CONFIGS["all"], Signal.TRACES, raw)
@@ -134,9 +156,9 @@ def test_framing_it_cannot_follow_gives_none():
 
 
 def test_configurations_it_covers():
-    for config in (BENCH, CONFIGS["all"]):
+    for config in CONFIGS.values():
         assert build("redaction", config, Signal.LOGS).native is not None
-    for config in ({**BENCH, "summary": "debug"}, {**BENCH, "hash_function": "md5"},
+    for config in ({**BENCH, "hash_function": "md5"},
                    {**BENCH, "allowed_values": ["x"]}, {**BENCH, "allow_all_keys": False},
                    {**BENCH, "redact_all_types": True},
                    {**BENCH, "url_sanitizer": {"enabled": True, "attributes": ["u"]}}):
@@ -156,10 +178,10 @@ def test_a_pattern_the_system_re2_refuses_falls_back(monkeypatch):
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="RE2 refuses"):
-        Redactor(patterns=[("(", 0, 0)], values="x", keys=None, ignored=(), ignored_re=None,
+        _redact.Redactor(patterns=[("(", 0, 0)], values="x", keys=None, ignored=(), ignored_re=None,
                  mask="*", logs=(6, 5, ()), traces=(9, 0, ()))
     with pytest.raises(ValueError, match="refine"):
-        Redactor(patterns=[("x", 0, 99)], values="x", keys=None, ignored=(), ignored_re=None,
+        _redact.Redactor(patterns=[("x", 0, 99)], values="x", keys=None, ignored=(), ignored_re=None,
                  mask="*", logs=(6, 5, ()), traces=(9, 0, ()))
 
 

@@ -451,21 +451,24 @@ class RedactionProcessor(Processor):
                 or self.url_keys or not self.rules.patterns
                 or any(relax(p.regex) != p.regex for p, _ in self.rules.patterns)):
             return None
+        return DenseScanner(self.rules.patterns, _relaxed(self._flagged_keys(config)),
+                            config.redact_span_names, self._decide)
+
+    def _flagged_keys(self, config: RedactionConfig) -> list[str]:
+        """Patterns of the keys whose items need the per-value walk."""
         keys = list(config.blocked_key_patterns)
         if not self.silent:  # these keys change the summary counts
             keys += [re2.escape(k) for k in config.ignored_keys] + config.ignored_key_patterns
             keys.append(re2.escape("redaction."))
-        return DenseScanner(self.rules.patterns, _relaxed(keys), config.redact_span_names,
-                            self._decide)
+        return keys
 
     def _native(self, config: RedactionConfig) -> Any:
         """The C++ masker (`otelflow._redact`) for logs and spans, when every change comes
-        from a value pattern (masked with the fixed mask, no summary) or a key the blocked key
-        patterns flag (left to the Python walk)."""
+        from a value pattern (masked with the fixed mask) or a key the key patterns flag (left
+        to the Python walk)."""
         patterns = self.rules.patterns
         if (Redactor is None or self.check_all or self.prefilter is None or self.url_keys
-                or not config.allow_all_keys or not patterns or not self.silent
-                or config.hash_function or config.allowed_values
+                or not config.allow_all_keys or not patterns or config.hash_function or config.allowed_values
                 or any(p.refine not in NATIVE_REFINES for p, _ in patterns)):
             return None
         layouts = item_layouts(config.redact_span_names)
@@ -473,9 +476,9 @@ class RedactionProcessor(Processor):
             return Redactor(
                 patterns=[(p.regex, p.group, NATIVE_REFINES[p.refine]) for p, _ in patterns],
                 values=_relaxed([p.scan for p, _ in patterns]),
-                keys=_relaxed(config.blocked_key_patterns), ignored=config.ignored_keys,
+                keys=_relaxed(self._flagged_keys(config)), ignored=config.ignored_keys,
                 ignored_re=self.rules.ignored_rx.pattern if self.rules.ignored_rx else None,
-                mask=MASK_TEXT,
+                mask=MASK_TEXT, summary=("silent", "info", "debug").index(config.summary),
                 **{signal.value: (layout.attributes, layout.body, tuple(layout.walk))
                    for signal, layout in layouts.items()})
         except ValueError as exc:  # a pattern the system's RE2 does not take
