@@ -145,17 +145,17 @@ std::string splice(Bytes p, size_t start, size_t end, const std::vector<Edit> &e
     return out;
 }
 
-/* Successive matches over a buffer, sorted and disjoint: does any touch [start, end)? */
+/* Successive matches over a buffer, sorted and disjoint: does any touch [start, end)? The
+ * walk asks about ranges in order of their starts, so a cursor skips the spans behind. */
 struct Hits {
     std::vector<std::pair<size_t, size_t>> spans;  // (start, max(end, start + 1))
+    size_t next = 0;  // the first span that may end after the last start asked about
 
-    bool touch(size_t start, size_t end) const
+    bool touch(size_t start, size_t end)
     {
-        auto it = std::upper_bound(spans.begin(), spans.end(), start,
-                                   [](size_t a, const std::pair<size_t, size_t> &s) {
-                                       return a < s.second;
-                                   });
-        return it != spans.end() && it->first < end;
+        while (next < spans.size() && spans[next].second <= start)
+            next++;
+        return next < spans.size() && spans[next].first < end;
     }
 };
 
@@ -352,7 +352,7 @@ struct Pass {
     Hits values, keys;
     std::vector<int> which;  // reused by RE2::Set::Match
 
-    bool touched(size_t start, size_t end) const
+    bool touched(size_t start, size_t end)
     {
         return values.touch(start, end) || keys.touch(start, end);
     }
