@@ -7,7 +7,7 @@ processor changed the data. Readers use `batch.message`; writers call `batch.mut
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -132,18 +132,67 @@ def iter_scopes(signal: Signal, message: Request) -> Iterator[tuple[Any, Any]]:
             yield resource, scope
 
 
+class Metadata(Mapping[str, tuple[str, ...]]):
+    """Request metadata ("client info" in the Go collector): the gRPC metadata or HTTP headers
+    a receiver recorded with `include_metadata`, as lower-cased key -> tuple of values.
+
+    Immutable and hashable, so batches can be grouped by it and share it freely.
+    """
+
+    __slots__ = ("_hash", "_map")
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] | Mapping[str, Iterable[str]] = ()):
+        """From (key, value) pairs (a key may repeat: its values are kept in order) or from a
+        mapping of key -> values. Keys are lower-cased."""
+        grouped: dict[str, list[str]] = {}
+        items = ((k, v) for k, vs in pairs.items() for v in vs) if isinstance(pairs, Mapping) \
+            else pairs
+        for key, value in items:
+            grouped.setdefault(key.lower(), []).append(value)
+        self._map = {k: tuple(v) for k, v in grouped.items()}
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        return self._map[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def values_of(self, key: str) -> tuple[str, ...]:
+        """The values of `key`, looked up case-insensitively; () when absent (Go's
+        `client.Metadata.Get`)."""
+        return self._map.get(key.lower(), ())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Metadata):
+            return self._map == other._map
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._map.items()))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Metadata({self._map!r})"
+
+
 class Batch:
     """One OTLP export request travelling through a pipeline.
 
     `message` parses lazily and must be treated as read-only; call `mutable()` before changing
     anything, which drops the cached wire bytes. `to_bytes()` reuses the received bytes when
-    nothing changed them.
+    nothing changed them. `metadata` is the request metadata recorded by the receiver (None
+    when none was recorded); whoever builds a new batch out of an old one passes it on.
     """
 
-    __slots__ = ("_items", "_message", "_raw", "signal")
+    __slots__ = ("_items", "_message", "_raw", "metadata", "signal")
 
     def __init__(self, signal: Signal, message: Request | None = None, raw: bytes | None = None,
-                 items: int | None = None):
+                 items: int | None = None, metadata: Metadata | None = None):
         """`items`, when the caller already knows the item count, saves counting again."""
         if message is None and raw is None:
             message = signal.request_type()
@@ -151,10 +200,11 @@ class Batch:
         self._message = message
         self._raw = raw
         self._items = items
+        self.metadata = metadata
 
     @classmethod
-    def of(cls, message: Request) -> Batch:
-        return cls(Signal.of(message), message=message)
+    def of(cls, message: Request, metadata: Metadata | None = None) -> Batch:
+        return cls(Signal.of(message), message=message, metadata=metadata)
 
     @classmethod
     def from_bytes(cls, signal: Signal, raw: bytes) -> Batch:
@@ -210,10 +260,19 @@ class Batch:
     def copy(self) -> Batch:
         """A deep copy another consumer may change freely."""
         if self._message is None:
-            return Batch(self.signal, raw=self._raw, items=self._items)
+            return Batch(self.signal, raw=self._raw, items=self._items, metadata=self.metadata)
         clone = self.signal.request_type()
         clone.CopyFrom(self._message)
-        return Batch(self.signal, message=clone, raw=self._raw, items=self._items)
+        return Batch(self.signal, message=clone, raw=self._raw, items=self._items,
+                     metadata=self.metadata)
+
+    def with_metadata(self, metadata: Metadata | None) -> Batch:
+        """This batch when it already carries `metadata`, else a batch over the same data
+        carrying it (the batch itself may be shared, so it is not changed)."""
+        if metadata == self.metadata:
+            return self
+        return Batch(self.signal, message=self._message, raw=self._raw, items=self._items,
+                     metadata=metadata)
 
     def __repr__(self) -> str:
         return f"Batch({self.signal.value}, items={self.item_count()})"

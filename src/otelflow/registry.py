@@ -45,6 +45,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     Kind.EXTENSION: {
         "bearertokenauth": "otelflow.extensions.bearertokenauth",
         "file_storage": "otelflow.extensions.file_storage",
+        "headers_setter": "otelflow.extensions.headers_setter",
         "health_check": "otelflow.extensions.health_check",
     },
 }

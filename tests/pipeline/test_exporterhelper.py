@@ -12,7 +12,13 @@ from otelflow.component import ComponentID, CreateSettings, Kind, PermanentError
 from otelflow.config import ConfigErrors
 from otelflow.config.service import parse_config
 from otelflow.extensions.file_storage import FileStorage, FileStorageConfig
-from otelflow.pipeline.exporterhelper import ExporterChain, ExporterSettings
+from otelflow.pdata import Metadata
+from otelflow.pipeline.exporterhelper import (
+    ExporterChain,
+    ExporterSettings,
+    PersistentQueue,
+    QueueSettings,
+)
 from otelflow.telemetry.logs import component_logger
 from otelflow.telemetry.metrics import SelfMetrics
 from tests.pipeline.delivery_helpers import ScriptedExporter, counter_value, spans_batch
@@ -251,6 +257,33 @@ async def test_persistent_queue_survives_restart_and_shutdown_interrupts_retries
     assert all(n == 1 for n in second.received.values())
     client = await storage.client(Kind.EXPORTER, "otlp")
     assert await client.keys("q/") == []  # removed once the backend accepted
+    await client.close()
+    await storage.shutdown()
+
+
+async def test_persistent_queue_keeps_request_metadata_across_restarts(tmp_path):
+    storage = await open_storage(tmp_path)
+    client = await storage.client(Kind.EXPORTER, "otlp")
+    settings_ = QueueSettings(storage="file_storage")
+    first = PersistentQueue(settings_, "otlp", client)
+    await first.open()
+    with_metadata = spans_batch(0, 2)
+    with_metadata.metadata = Metadata({"x-tenant": ["acme"], "x-team": ["a", "b"]})
+    await first.put(with_metadata)
+    await first.put(spans_batch(2, 1))  # no metadata: none is stored
+    assert await client.keys("m/") != [] and len(await client.keys("q/")) == 2
+
+    second = PersistentQueue(settings_, "otlp", client)  # a restart: read back from disk
+    await second.open()
+    loaded = []
+    for _ in range(2):
+        entry = await second.get()
+        loaded.append(await second.load(entry))
+        await second.done(entry)
+    assert [b.metadata for b in loaded] == [with_metadata.metadata, None]
+    assert [b.item_count() for b in loaded] == [2, 1]
+    await client.batch()  # the deletes were submitted before: committed by now
+    assert await client.keys("m/") == [] and await client.keys("q/") == []
     await client.close()
     await storage.shutdown()
 

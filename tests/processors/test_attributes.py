@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otelflow.pdata import Batch, Signal
+from otelflow.pdata import Batch, Metadata, Signal
 from otelflow.testing.configs import config_error
 from tests.processors.helpers import as_dict, build, put
 
@@ -192,3 +192,22 @@ def test_exclude_by_service_skips_the_whole_group():
     assert span_attrs(run(config, req)) == [{"a": "1"}, {"a": "2"}]
     other = spans_request({"a": "1"}, service="shop")
     assert span_attrs(run(config, other)) == [{}]
+
+
+def test_from_context_reads_the_batch_metadata():
+    actions = {"actions": [
+        {"key": "tenant", "from_context": "metadata.x-tenant", "action": "insert"},
+        {"key": "bare", "from_context": "X-Tenant", "action": "insert"},  # Go: a bare key too
+        {"key": "teams", "from_context": "metadata.x-team", "action": "upsert"},
+        {"key": "kept", "from_context": "metadata.missing", "action": "update"},
+        {"key": "dflt", "from_context": "metadata.missing", "default_value": "d",
+         "action": "insert"},
+        {"key": "auth", "from_context": "auth.subject", "action": "insert"},  # not recorded
+    ]}
+    batch = Batch.from_bytes(Signal.TRACES, spans_request({"kept": "k"}, {}).SerializeToString())
+    batch.metadata = Metadata({"x-tenant": ["acme"], "x-team": ["a", "b"]})
+    build("attributes", actions, Signal.TRACES).process(batch)
+    expected = {"tenant": "acme", "bare": "acme", "teams": "a;b", "dflt": "d"}
+    assert span_attrs(batch) == [{"kept": "k", **expected}, expected]
+    plain = run(actions, spans_request({}))  # no metadata: only the default applies
+    assert span_attrs(plain) == [{"dflt": "d"}]

@@ -6,7 +6,7 @@ import hashlib
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from otelflow.pdata import Batch, Signal
+from otelflow.pdata import Batch, Metadata, Signal
 from otelflow.testing.configs import config_error
 from tests.processors.helpers import as_dict, build, put
 
@@ -53,3 +53,13 @@ def test_config_error():
     message = config_error({"resource": {"attributes": [{"key": "a", "action": "insert"}]}})
     assert "processors.resource.attributes[0]" in message
     assert 'insert needs one of "value"' in message
+
+
+def test_from_context_reads_the_batch_metadata():
+    batch = Batch.from_bytes(Signal.LOGS, logs_request({"service.name": "a"}).SerializeToString())
+    batch.metadata = Metadata({"x-tenant": ["acme"]})
+    build("resource", {"attributes": [
+        {"key": "tenant", "from_context": "metadata.x-tenant", "action": "upsert"},
+    ]}, Signal.LOGS).process(batch)
+    assert as_dict(batch.message.resource_logs[0].resource.attributes) == {
+        "service.name": "a", "tenant": "acme"}

@@ -258,7 +258,7 @@ class LoadBalancer(Exporter):
         parts = self.route(batch)
         whole = len(parts) == 1
         results = await asyncio.gather(
-            *(self.backends[endpoint].consume(batch if whole else Batch.of(part))
+            *(self.backends[endpoint].consume(batch if whole else Batch.of(part, batch.metadata))
               for endpoint, part in parts), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:

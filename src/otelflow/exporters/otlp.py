@@ -18,12 +18,12 @@ from otelflow.component import (
     PermanentError,
     RetryableError,
 )
-from otelflow.config.auth import AuthSettings, ClientAuthenticator, client_authenticator
+from otelflow.config.auth import AuthSettings, ClientAuth, client_authenticator
 from otelflow.config.tls import TLSClientSettings
 from otelflow.config.types import ConfigModel, Duration, millisecond_args
 from otelflow.pdata import Batch, Signal
 from otelflow.pipeline.exporterhelper import ExporterSettings
-from otelflow.receivers.otlp import GRPC_SERVICES
+from otelflow.receivers.otlp import GRPC_SERVICES, encode_forwarded_metadata
 
 COMPRESSION = {"gzip": grpc.Compression.Gzip, "none": grpc.Compression.NoCompression,
                "": grpc.Compression.NoCompression}
@@ -91,13 +91,17 @@ FACTORY = Factory(Kind.EXPORTER, "otlp", OTLPExporterConfig, create,
 
 
 class OTLPExporter(Exporter):
-    def __init__(self, settings: CreateSettings, config: OTLPExporterConfig):
+    def __init__(self, settings: CreateSettings, config: OTLPExporterConfig,
+                 forward_metadata: bool = False):
+        """`forward_metadata`: send each batch's request metadata along, for this collector's
+        own worker processes (`pipeline.affinity`) to restore it."""
         self.config = config
+        self.forward_metadata = forward_metadata
         self.log = settings.logger
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[Signal, grpc.aio.UnaryUnaryMultiCallable] = {}
         self._metadata = tuple((k.lower(), v.get_secret_value()) for k, v in config.headers.items())
-        self._auth: ClientAuthenticator | None = None
+        self._auth: ClientAuth | None = None
 
     async def start(self, host: Host) -> None:
         self._auth = client_authenticator(host, self.config.auth)
@@ -128,8 +132,12 @@ class OTLPExporter(Exporter):
     async def export(self, batch: Batch) -> None:
         call = self._calls[batch.signal]
         metadata = self._metadata
-        if self._auth is not None:
-            metadata += tuple((k.lower(), v) for k, v in self._auth.client_headers().items())
+        if self._auth is not None:  # the extension's headers, for this batch's metadata
+            headers = dict(metadata)
+            self._auth.apply(headers, batch.metadata)
+            metadata = tuple((k.lower(), v) for k, v in headers.items())
+        if self.forward_metadata and batch.metadata is not None:
+            metadata += (encode_forwarded_metadata(batch.metadata),)
         try:
             response = await call(batch.to_bytes(), timeout=self.config.timeout or None,
                                   metadata=metadata, wait_for_ready=self.config.wait_for_ready)

@@ -24,7 +24,7 @@ from otelflow.component import (
     PermanentError,
     RetryableError,
 )
-from otelflow.config.auth import AuthSettings, ClientAuthenticator, client_authenticator
+from otelflow.config.auth import AuthSettings, ClientAuth, client_authenticator
 from otelflow.config.tls import TLSClientSettings
 from otelflow.config.types import Duration
 from otelflow.exporters.httpclient import ProxySettings, read_capped, retry_after
@@ -92,7 +92,7 @@ class OTLPHTTPExporter(Exporter):
         self.config = config
         self.log = settings.logger
         self._session: aiohttp.ClientSession | None = None
-        self._auth: ClientAuthenticator | None = None
+        self._auth: ClientAuth | None = None
         self._headers = {"Content-Type": CONTENT_TYPES[config.encoding],
                          "User-Agent": f"otelflow/{__version__}"}
         if config.compression not in ("", "none"):
@@ -120,8 +120,8 @@ class OTLPHTTPExporter(Exporter):
             raise PermanentError(f"no endpoint for {batch.signal.value}: set endpoint or "
                                  f"{batch.signal.value}_endpoint")
         headers = dict(self._headers)
-        if self._auth is not None:
-            headers.update(self._auth.client_headers())
+        if self._auth is not None:  # the extension's headers, for this batch's metadata
+            self._auth.apply(headers, batch.metadata)
         body = compress(self.encode(batch), self.config.compression)
         try:
             async with self._session.post(

@@ -9,7 +9,9 @@ pipeline) in the supervisor's temp dir, through an `otlp` exporter behind the us
 queue + retry chain, so a slow peer fills its queue instead of stalling the receiver. A
 worker's internal receiver hands forwarded data, unparsed (it was checked where it entered the
 collector), straight to the pipeline's first processor:
-forwarded data is never routed again.
+forwarded data is never routed again. A batch's request metadata (`include_metadata`) travels
+with it in one binary gRPC header that only these internal receivers read, so `batch`
+`metadata_keys`, `from_context` and `headers_setter` work the same in the owner worker.
 
 Internal receivers report to a private metrics registry, so `otelcol_receiver_accepted_*`
 counts each span once, where it entered the collector. The forwarding chains are ordinary
@@ -88,10 +90,10 @@ class TraceRouter:
         # remote shares first: a full peer queue refuses the request before anything is kept
         for owner, raw in parts:
             if owner == self.slot.index:
-                mine = Batch(batch.signal, raw=raw)
+                mine = Batch(batch.signal, raw=raw, metadata=batch.metadata)
                 continue
             await self.peers[owner].consume(batch if len(parts) == 1 else
-                                            Batch(batch.signal, raw=raw))
+                                            Batch(batch.signal, raw=raw, metadata=batch.metadata))
         if mine is not None:
             await self.local.consume(mine)
 
@@ -131,7 +133,8 @@ class Affinity(Component):
             "compression": "none", "timeout": "10s",
             "sending_queue": FORWARD_QUEUE, "retry_on_failure": FORWARD_RETRY})
         settings = self._settings(Kind.EXPORTER, cid, self.metrics)
-        return ExporterChain(OTLPExporter(settings, config), config, cid, self.metrics,
+        return ExporterChain(OTLPExporter(settings, config, forward_metadata=True), config, cid,
+                             self.metrics,
                              settings.logger)
 
     async def start(self, host: Host) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import json
 import random
 import time
 from collections import deque
@@ -35,7 +36,7 @@ from otelflow.component import (
     RetryableError,
 )
 from otelflow.config.types import ConfigModel, Duration
-from otelflow.pdata import Batch, Signal
+from otelflow.pdata import Batch, Metadata, Signal
 from otelflow.telemetry.metrics import SelfMetrics
 
 QUEUE_FULL_RETRY_AFTER = 1.0  # seconds a refused sender is told to wait
@@ -203,7 +204,9 @@ class PersistentQueue(MemoryQueue):
 
     `put` returns only once the request is committed; `done` deletes it. Keys encode what the
     index needs (`q/<seq>/<signal>/<items>`), so a restart rebuilds the queue from the keys
-    alone and sends everything not yet deleted: at-least-once across crashes.
+    alone and sends everything not yet deleted: at-least-once across crashes. A request's
+    metadata (`Batch.metadata`) is written beside it, in the same commit, as `m/<seq>` (JSON),
+    so `headers_setter` `from_context` still works after a restart.
     """
 
     persistent = True
@@ -212,8 +215,10 @@ class PersistentQueue(MemoryQueue):
         super().__init__(settings, exporter_id)
         self.client = client
         self._seq = itertools.count()
+        self._with_metadata: set[str] = set()  # the seq of stored requests that have some
 
     async def open(self) -> None:
+        self._with_metadata = {key[2:] for key in await self.client.keys("m/")}
         last = -1
         for key in await self.client.keys("q/"):
             try:
@@ -228,26 +233,43 @@ class PersistentQueue(MemoryQueue):
         self._seq = itertools.count(last + 1)
 
     async def _store(self, entry: Entry, batch: Batch) -> None:
-        entry.key = f"q/{next(self._seq):016x}/{entry.signal.value}/{entry.items}"
+        seq = f"{next(self._seq):016x}"
+        entry.key = f"q/{seq}/{entry.signal.value}/{entry.items}"
         # While consumers keep up, keep the request in memory too and skip reading it back;
         # a backlog beyond that lives on disk only, so memory stays bounded.
         if len(self._entries) >= 2 * self.settings.num_consumers:
             entry.batch = None
-        await self.client.set(entry.key, batch.to_bytes())
+        sets = {entry.key: batch.to_bytes()}
+        if batch.metadata is not None:
+            sets[f"m/{seq}"] = json.dumps(dict(batch.metadata)).encode()
+            self._with_metadata.add(seq)
+        await self.client.batch(sets=sets)
 
     async def load(self, entry: Entry) -> Batch | None:
         if entry.batch is not None:
             return entry.batch
         assert entry.key is not None
         raw = await self.client.get(entry.key)
-        return None if raw is None else Batch(entry.signal, raw=raw)
+        if raw is None:
+            return None
+        seq = entry.key.split("/")[1]
+        metadata = None
+        if seq in self._with_metadata:
+            stored = await self.client.get(f"m/{seq}")
+            metadata = Metadata(json.loads(stored)) if stored is not None else None
+        return Batch(entry.signal, raw=raw, metadata=metadata)
 
     async def done(self, entry: Entry) -> None:
         """Delete in the next group commit without waiting: a crash before it means a
         duplicate, never a loss."""
         entry.batch = None
         if entry.key is not None:
-            self.client.submit(deletes=[entry.key]).add_done_callback(self._delete_failed)
+            deletes = [entry.key]
+            seq = entry.key.split("/")[1]
+            if seq in self._with_metadata:
+                self._with_metadata.discard(seq)
+                deletes.append(f"m/{seq}")
+            self.client.submit(deletes=deletes).add_done_callback(self._delete_failed)
 
     def _delete_failed(self, future: asyncio.Future) -> None:
         if not future.cancelled() and future.exception() is not None:

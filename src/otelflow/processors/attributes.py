@@ -24,7 +24,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from otelflow.anyvalue import set_any
 from otelflow.component import Consumer, CreateSettings, Factory, Kind, Processor
 from otelflow.config.types import ConfigModel
-from otelflow.pdata import Batch, Signal, metric_points
+from otelflow.pdata import Batch, Metadata, Signal, metric_points
 from otelflow.processors.redaction_patterns import check_re2
 
 ActionName = Annotated[
@@ -180,16 +180,41 @@ FACTORY = Factory(Kind.PROCESSOR, "attributes", AttributesConfig, create,
 # -- the action engine (also used by the `resource` processor) ------------------------------
 
 
+Bound = list[tuple[ActionKeyValue, Any, AnyValue | None, AnyValue | None]]
+
+
 class AttrActions:
-    """Applies a list of actions to attribute maps; `touch` is called before any write."""
+    """Applies a list of actions to attribute maps; `touch` is called before any write.
+
+    `bind(metadata)` resolves the `from_context` sources once per batch, from the request
+    metadata it carries; `apply` then runs per attribute map."""
 
     def __init__(self, actions: list[ActionKeyValue]):
-        self.actions = [(a, re2.compile(a.pattern) if a.pattern else None,
-                         _to_any(a.value), _to_any(a.default_value)) for a in actions]
+        self.actions: Bound = [(a, re2.compile(a.pattern) if a.pattern else None,
+                                _to_any(a.value), _to_any(a.default_value)) for a in actions]
+        self._contextual = any(a.from_context for a in actions)
 
-    def apply(self, kvs: Any, touch: Callable[[], None]) -> None:
-        for action, regex, value, default in self.actions:
+    def bind(self, metadata: Metadata | None) -> Bound:
+        """The actions with each `from_context` source's value for a batch carrying
+        `metadata` (None where it has none: the action falls back to `default_value`)."""
+        if not self._contextual:
+            return self.actions
+        return [(a, regex, context_value(metadata, a.from_context) if a.from_context else value,
+                 default) for a, regex, value, default in self.actions]
+
+    def apply(self, kvs: Any, touch: Callable[[], None], bound: Bound | None = None) -> None:
+        for action, regex, value, default in bound if bound is not None else self.actions:
             _APPLY[action.action](kvs, action, regex, value, default, touch)
+
+
+def context_value(metadata: Metadata | None, key: str) -> AnyValue | None:
+    """A `from_context` source as Go's attraction reads it: `metadata.<key>` (or a bare key)
+    is that request metadata key, several values joined with `;`. `auth.*` and
+    `client.address` are not recorded here, so they are never found."""
+    if metadata is None or key == "client.address" or key.startswith("auth."):
+        return None
+    values = metadata.values_of(key.removeprefix("metadata."))
+    return AnyValue(string_value=";".join(values)) if values else None
 
 
 def _to_any(raw: Any) -> AnyValue | None:
@@ -209,13 +234,13 @@ def _find(kvs: Any, key: str) -> Any:
 
 def _source(kvs: Any, action: ActionKeyValue, value: AnyValue | None,
             default: AnyValue | None) -> AnyValue | None:
+    """`value` is the configured value, or the bound `from_context` value (see `bind`)."""
     if value is not None:
         return value
     if action.from_attribute:
         found = _find(kvs, action.from_attribute)
         if found is not None:
             return found.value
-    # from_context: request metadata is not carried with batches, so it is never found
     return default
 
 
@@ -490,6 +515,7 @@ class AttributesProcessor(Processor):
     def process(self, batch: Batch) -> None:
         sig = batch.signal
         touch = Toucher(batch)
+        bound = self.actions.bind(batch.metadata)
         include, exclude = self.include, self.exclude
         for rx in getattr(batch.message, sig.resource_field):
             for sx in getattr(rx, sig.scope_field):
@@ -501,14 +527,14 @@ class AttributesProcessor(Processor):
                         continue
                     if excluding and exclude.item_matches(item, sig):
                         continue
-                    self._apply(item, sig, touch)
+                    self._apply(item, sig, touch, bound)
 
-    def _apply(self, item: Any, signal: Signal, touch: Callable[[], None]) -> None:
+    def _apply(self, item: Any, signal: Signal, touch: Callable[[], None], bound: Bound) -> None:
         if signal is Signal.METRICS:
             for point in metric_points(item):
-                self.actions.apply(point.attributes, touch)
+                self.actions.apply(point.attributes, touch, bound)
         else:
-            self.actions.apply(item.attributes, touch)
+            self.actions.apply(item.attributes, touch, bound)
 
 
 class Toucher:

@@ -3,13 +3,18 @@
 Merging concatenates serialized requests (protobuf concatenation appends repeated fields), so
 resource/scope grouping is kept and nothing is re-encoded; splitting above
 `send_batch_max_size` copies only the items that move.
+
+With `metadata_keys`, each distinct combination of those keys' values in the request metadata
+(`Batch.metadata`, recorded by receivers with `include_metadata`) is batched apart, and its
+batches carry that combination as their metadata (Go: one batcher per combination). Without
+them, batches carry no metadata, as in Go.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from otelflow.component import (
     Consumer,
@@ -17,17 +22,31 @@ from otelflow.component import (
     Factory,
     Host,
     Kind,
+    PermanentError,
     PipelineError,
     Processor,
 )
 from otelflow.config.types import ConfigModel, Duration
-from otelflow.pdata import Batch, split_request
+from otelflow.pdata import Batch, Metadata, split_request
 
 
 class BatchConfig(ConfigModel):
     send_batch_size: int = Field(8192, ge=0)
     send_batch_max_size: int = Field(0, ge=0)
     timeout: Duration = 0.2
+    metadata_keys: list[str] = Field(default_factory=list)
+    metadata_cardinality_limit: int = Field(1000, ge=0)  # 0: no limit
+
+    @field_validator("metadata_keys")
+    @classmethod
+    def _unique_keys(cls, keys: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for key in keys:
+            if key.lower() in seen:
+                raise ValueError(f"duplicate entry in metadata_keys: {key.lower()!r} "
+                                 "(case-insensitive)")
+            seen.add(key.lower())
+        return keys
 
     @model_validator(mode="after")
     def _max_over_size(self) -> BatchConfig:
@@ -45,6 +64,22 @@ FACTORY = Factory(Kind.PROCESSOR, "batch", BatchConfig, create,
                   description="Group data into batches by size or time")
 
 
+class TooManyCombinations(PermanentError):
+    """A request with a new combination of metadata values once the limit is reached."""
+
+
+class _Shard:
+    """The pending data of one metadata combination (the only one without metadata_keys)."""
+
+    __slots__ = ("items", "metadata", "pending", "timer")
+
+    def __init__(self, metadata: Metadata | None):
+        self.metadata = metadata
+        self.pending: list[Batch] = []
+        self.items = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class BatchProcessor(Processor):
     def __init__(self, settings: CreateSettings, config: BatchConfig, next_consumer: Consumer):
         super().__init__(next_consumer)
@@ -53,53 +88,83 @@ class BatchProcessor(Processor):
         self.signal = settings.signal
         self.log = settings.logger
         self.metrics = settings.metrics
-        self._pending: list[Batch] = []
-        self._pending_items = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self.metadata_keys = sorted(k.lower() for k in config.metadata_keys)
+        self._single = _Shard(None)
+        self._shards: dict[tuple[tuple[str, ...], ...], _Shard] = {}
         self._flushing: set[asyncio.Task] = set()
         self._lock = asyncio.Lock()
+        self._cardinality = None
+        if self.metadata_keys:
+            self._cardinality = self.metrics.gauge(
+                "otelcol_processor_batch_metadata_cardinality",
+                "Number of distinct metadata value combinations being processed",
+                ("processor",)).labels(self.id)
 
     async def start(self, host: Host) -> None:
         return None
+
+    def _shard_for(self, batch: Batch) -> _Shard:
+        """The shard of the batch's metadata combination, created on first sight (a key the
+        request lacks and a key with an empty value are different combinations, as in Go)."""
+        if not self.metadata_keys:
+            return self._single
+        metadata = batch.metadata
+        values = tuple(metadata.values_of(k) if metadata is not None else ()
+                       for k in self.metadata_keys)
+        shard = self._shards.get(values)
+        if shard is None:
+            limit = self.config.metadata_cardinality_limit
+            if limit and len(self._shards) >= limit:
+                raise TooManyCombinations(
+                    f"too many batcher metadata-value combinations (metadata_cardinality_limit "
+                    f"{limit} reached by processor {self.id})")
+            shard = _Shard(Metadata({k: v for k, v in zip(self.metadata_keys, values, strict=True)
+                                     if v}) or None)
+            self._shards[values] = shard
+            self._cardinality.set(len(self._shards))
+        return shard
 
     async def consume(self, batch: Batch) -> None:
         n = batch.item_count()
         if n == 0:
             return
-        self._pending.append(batch)
-        self._pending_items += n
-        if self.config.send_batch_size and self._pending_items >= self.config.send_batch_size:
-            await self._flush()
-        elif self._timer is None:
+        shard = self._shard_for(batch)
+        shard.pending.append(batch)
+        shard.items += n
+        if self.config.send_batch_size and shard.items >= self.config.send_batch_size:
+            await self._flush(shard)
+        elif shard.timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.config.timeout, self._on_timeout)
+            shard.timer = loop.call_later(self.config.timeout, self._on_timeout, shard)
 
-    def _on_timeout(self) -> None:
-        self._timer = None
-        task = asyncio.get_running_loop().create_task(self._flush())
+    def _on_timeout(self, shard: _Shard) -> None:
+        shard.timer = None
+        task = asyncio.get_running_loop().create_task(self._flush(shard))
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
 
-    def _take(self) -> Batch | None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._pending:
+    @staticmethod
+    def _take(shard: _Shard) -> Batch | None:
+        if shard.timer is not None:
+            shard.timer.cancel()
+            shard.timer = None
+        if not shard.pending:
             return None
-        pending, items = self._pending, self._pending_items
-        self._pending, self._pending_items = [], 0
-        if len(pending) == 1:
-            return pending[0]
-        return Batch(pending[0].signal, raw=b"".join(b.to_bytes() for b in pending), items=items)
+        pending, items = shard.pending, shard.items
+        shard.pending, shard.items = [], 0
+        if len(pending) == 1:  # only the combination's keys go on (without metadata_keys: none)
+            return pending[0].with_metadata(shard.metadata)
+        return Batch(pending[0].signal, raw=b"".join(b.to_bytes() for b in pending), items=items,
+                     metadata=shard.metadata)
 
-    async def _flush(self) -> None:
-        batch = self._take()
+    async def _flush(self, shard: _Shard) -> None:
+        batch = self._take(shard)
         if batch is None:
             return
         limit = self.config.send_batch_max_size
         parts = [batch]
         if limit and batch.item_count() > limit:
-            parts = [Batch(batch.signal, message=m)
+            parts = [Batch(batch.signal, message=m, metadata=batch.metadata)
                      for m in split_request(batch.signal, batch.message, limit)]
         async with self._lock:  # keep downstream order
             for part in parts:
@@ -113,4 +178,5 @@ class BatchProcessor(Processor):
     async def shutdown(self) -> None:
         if self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
-        await self._flush()
+        for shard in [self._single, *self._shards.values()]:
+            await self._flush(shard)

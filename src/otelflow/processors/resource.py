@@ -38,5 +38,6 @@ class ResourceProcessor(Processor):
 
     def process(self, batch: Batch) -> None:
         touch = Toucher(batch)
+        bound = self.actions.bind(batch.metadata)  # from_context: the request metadata
         for rx in getattr(batch.message, batch.signal.resource_field):
-            self.actions.apply(rx.resource.attributes, touch)
+            self.actions.apply(rx.resource.attributes, touch, bound)

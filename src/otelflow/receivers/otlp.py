@@ -3,6 +3,7 @@ over HTTP (aiohttp; the transport lives in `otelflow.receivers.otlp_http`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Literal
 
@@ -26,8 +27,12 @@ from otelflow.config.auth import AuthSettings, ServerAuthenticator, server_authe
 from otelflow.config.tls import TLSServerSettings
 from otelflow.config.types import ByteSize, ConfigModel, Duration, millisecond_args
 from otelflow.otlp_check import InvalidIds, MalformedRequest, checked_batch
-from otelflow.pdata import Batch, Signal
+from otelflow.pdata import Batch, Metadata, Signal
 from otelflow.receivers.otlp_http import SUPPORTED_ENCODINGS, HttpServer
+
+# Between this collector's own worker processes (`pipeline.affinity`): a forwarded batch's
+# request metadata, as JSON {key: [values]}, read only by `trusted` receivers.
+FORWARDED_METADATA = "otelflow-metadata-bin"
 
 GRPC_SERVICES = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -79,6 +84,8 @@ class GrpcSettings(ConfigModel):
     keepalive: KeepaliveSettings | None = None
     tls: TLSServerSettings | None = None
     auth: AuthSettings | None = None
+    # record each request's gRPC metadata with its batch (`Batch.metadata`), as Go's configgrpc
+    include_metadata: bool = False
 
     @property
     def address(self) -> str:
@@ -107,6 +114,8 @@ class HttpSettings(ConfigModel):
     cors: CORSSettings | None = None
     tls: TLSServerSettings | None = None
     auth: AuthSettings | None = None
+    # record each request's HTTP headers with its batch (`Batch.metadata`), as Go's confighttp
+    include_metadata: bool = False
 
     @field_validator("traces_url_path", "metrics_url_path", "logs_url_path")
     @classmethod
@@ -290,15 +299,21 @@ class OTLPReceiver(Component):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
 
     def _grpc_handler(self, signal: Signal):
+        include_metadata = self.config.protocols.grpc is not None and \
+            self.config.protocols.grpc.include_metadata
+
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             if self._grpc_auth is not None and not self._grpc_auth.authenticate(
                     dict(context.invocation_metadata() or ())):
                 self.refused_request(signal, "grpc")
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid credentials")
             if self.trusted:
-                batch = Batch(signal, raw=request)
+                batch = Batch(signal, raw=request,
+                              metadata=forwarded_metadata(context.invocation_metadata()))
             else:
                 batch = await self._checked(signal, request, context)
+            if include_metadata:
+                batch.metadata = grpc_metadata(context.invocation_metadata())
             try:
                 await self.deliver(batch, "grpc")
             except PartiallyRejected as exc:
@@ -314,6 +329,25 @@ class OTLPReceiver(Component):
             return b""  # an empty Export*ServiceResponse: full success
 
         return export
+
+
+def grpc_metadata(metadata) -> Metadata:
+    """A request's gRPC metadata as `Metadata` (keys arrive lower-cased). Binary (`-bin`)
+    entries are left out: their values are bytes, not text."""
+    return Metadata((k, v) for k, v in metadata or () if not k.endswith("-bin"))
+
+
+def encode_forwarded_metadata(metadata: Metadata) -> tuple[str, bytes]:
+    """The gRPC header carrying a batch's metadata to another worker."""
+    return FORWARDED_METADATA, json.dumps(dict(metadata), separators=(",", ":")).encode()
+
+
+def forwarded_metadata(metadata) -> Metadata | None:
+    """The metadata another worker forwarded with a batch (`encode_forwarded_metadata`)."""
+    for key, value in metadata or ():
+        if key == FORWARDED_METADATA:
+            return Metadata(json.loads(value))
+    return None
 
 
 def retry_info_metadata(message: str, delay: float | None) -> tuple[tuple[str, bytes], ...]:

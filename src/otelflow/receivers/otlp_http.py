@@ -27,7 +27,7 @@ from otelflow import otlp_json
 from otelflow.component import PartiallyRejected, PermanentError, RetryableError
 from otelflow.config.auth import ServerAuthenticator
 from otelflow.otlp_check import InvalidIds, MalformedRequest, checked_batch
-from otelflow.pdata import Batch, Signal
+from otelflow.pdata import Batch, Metadata, Signal
 
 if TYPE_CHECKING:
     from otelflow.receivers.otlp import CORSSettings, HttpSettings
@@ -226,6 +226,7 @@ class HttpServer:
         self.deliver = deliver
         self.log = log
         self.authenticator = authenticator
+        self.include_metadata = cfg.include_metadata
         self.cors = _CORS(cfg.cors) if cfg.cors is not None else None
         self._encodings = tuple(dict.fromkeys(cfg.compression_algorithms))
         self.port: int | None = None
@@ -315,6 +316,8 @@ class HttpServer:
                                    f"use {PROTOBUF} or {JSON}")
         body = await read_body(request, self.cfg.max_request_body_size, self._encodings)
         batch = codec.decode(signal, body)
+        if self.include_metadata:
+            batch.metadata = Metadata(request.headers.items())
         response = signal.response_type()
         try:
             await self.deliver(batch, "http")

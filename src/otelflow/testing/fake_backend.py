@@ -9,6 +9,7 @@ subprocess and the OTel SDK) can switch its behaviour while data flows:
         backend.mode = "invalid"              # INVALID_ARGUMENT / 400
         backend.stop(); backend.start()       # outage: the port refuses connections meanwhile
         backend.span_counts()                 # span id -> times received
+        backend.requests                      # (batch, headers) of each accepted request
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class FakeBackend:
         self.attempts: list[float] = []  # monotonic time of every request received
         self._scripted: list[Mode] = []  # answers for the next requests, before `mode`
         self.accepted: list[Batch] = []
+        # each accepted request with its gRPC metadata / HTTP headers (keys lower-cased)
+        self.requests: list[tuple[Batch, dict[str, str]]] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -114,7 +117,7 @@ class FakeBackend:
             await asyncio.sleep(3600)
         return mode
 
-    async def _accept(self, signal: Signal, body: bytes) -> None:
+    async def _accept(self, signal: Signal, body: bytes, headers: dict[str, str]) -> None:
         if self.delay:
             await asyncio.sleep(self.delay)
         batch = Batch.from_bytes(signal, body)
@@ -123,6 +126,7 @@ class FakeBackend:
                 self.record(batch)
             else:
                 self.accepted.append(batch)
+                self.requests.append((batch, headers))
 
     def _handler(self, signal: Signal):
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -133,7 +137,8 @@ class FakeBackend:
                                                                           self.retry_after))
             if mode == "invalid":
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad data")
-            await self._accept(signal, request)
+            await self._accept(signal, request, {k: v for k, v in context.invocation_metadata()
+                                                 or () if isinstance(v, str)})
             return b""
 
         return export
@@ -148,7 +153,7 @@ class FakeBackend:
                 return web.Response(status=503, text="backend unavailable", headers=headers)
             if mode == "invalid":
                 return web.Response(status=400, text="bad data")
-            await self._accept(signal, body)
+            await self._accept(signal, body, {k.lower(): v for k, v in request.headers.items()})
             return web.Response(body=b"", content_type="application/x-protobuf")
 
         return export
