@@ -1,8 +1,5 @@
-"""Known gap: redaction's splice path (only some items changed) builds a new Batch without
-the request metadata. The fix is one argument in src/otelflow/processors/redaction.py
-(`Batch(batch.signal, message=batch.message, raw=spliced, metadata=batch.metadata)`), left
-to whoever owns that file; strict xfail, so the fix makes this test fail until the marker
-goes."""
+"""The batches redaction builds (the splice of changed items into the received bytes, and the
+native masker's bytes) keep the request metadata."""
 
 from __future__ import annotations
 
@@ -13,8 +10,8 @@ from otelflow.pdata import Batch, Metadata, Signal
 from tests.processors.helpers import build, put
 
 
-@pytest.mark.xfail(strict=True, reason="redaction.py's spliced Batch drops metadata")
-def test_spliced_batch_keeps_the_request_metadata():
+@pytest.mark.parametrize("native", [True, False])
+def test_a_new_batch_keeps_the_request_metadata(native):
     req = ExportTraceServiceRequest()
     scope = req.resource_spans.add().scope_spans.add()
     for i in range(5):
@@ -24,6 +21,10 @@ def test_spliced_batch_keeps_the_request_metadata():
     batch.metadata = Metadata({"x-tenant": ["acme"]})
     processor = build("redaction", {"allow_all_keys": True, "blocked_values": ["4[0-9]{15}"]},
                       Signal.TRACES)
+    if native:
+        assert processor.native is not None
+    else:
+        processor.native = None
     out = processor.redact(batch)
-    assert out is not batch  # the splice path
+    assert out is not batch  # a new batch over changed bytes
     assert out.metadata == batch.metadata

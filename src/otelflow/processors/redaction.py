@@ -521,7 +521,7 @@ class RedactionProcessor(Processor):
         spliced = walk.only(hits)
         if spliced is None:
             return batch
-        return Batch(batch.signal, message=batch.message, raw=spliced)
+        return Batch(batch.signal, message=batch.message, raw=spliced, metadata=batch.metadata)
 
     def _redact_native(self, batch: Batch) -> Batch | None:
         """The native masker's pass, then the Python walk of what it leaves; None when it
@@ -532,7 +532,8 @@ class RedactionProcessor(Processor):
             return None
         out, items, resources, scopes = result
         if out is not blob:
-            batch = Batch(batch.signal, raw=out, items=batch.item_count())
+            batch = Batch(batch.signal, raw=out, items=batch.item_count(),
+                          metadata=batch.metadata)
         if items or resources or scopes:
             _Walk(self, batch).listed(items, resources, scopes)
         return batch
