@@ -2,17 +2,18 @@
  *
  * `Redactor.redact` does what the processor's per-value walk does to the string values of
  * log records and spans (their attributes, and log bodies), for the configurations that need
- * nothing but value patterns, a fixed mask, ignored keys and a summary: it scans the whole request once
- * with the relaxed value patterns (and once with the relaxed blocked-key patterns), and each
- * string value such a scan touches is masked exactly as `Rules.mask_text` masks it: RE2::Set
+ * nothing but value patterns, a fixed mask, ignored keys and a summary: it scans the whole
+ * request once with the relaxed value and key patterns together, and each string value
+ * that scan touches is masked exactly as `Rules.mask_text` masks it: RE2::Set
  * names the patterns that match the value, each of them runs over the value alone, and the
  * refine steps of the built-in patterns (Luhn, mod-97, digit and address boundaries) are
  * ported from `redaction_patterns`. The changed values are spliced into the request bytes
  * (their records re-framed), so nothing is parsed or re-encoded. With `summary` info or debug,
  * an item with masked values gets the processor's `redaction.*` count (and keys) attributes.
  *
- * What this does not follow is named in the result for the Python walk: items touched by a
- * key-pattern hit or holding a match in a value that is not a plain ASCII string or in a
+ * What this does not follow is named in the result for the Python walk: items where a key
+ * pattern matches (found by a second scan, of the whole request when the first one hit
+ * often, else of each touched item) or holding a match in a value that is not a plain ASCII string or in a
  * field the processor walks (span events, links, status, a redacted name), and touched
  * resources and scopes. A request whose framing it cannot follow gives None.
  */
@@ -310,11 +311,15 @@ void refine(int kind, const std::string &t, size_t start, size_t end, Spans &out
 
 enum Outcome { UNCHANGED, CHANGED, PYTHON, MALFORMED };
 
+/* Past this many hits of the first scan, one scan of the request for the key patterns costs
+ * less than a search of each touched item. */
+const size_t KEY_SCAN_AFTER = 32;
+
 struct Engine {
     std::vector<Pattern> patterns;
     std::unique_ptr<RE2::Set> set;
-    std::unique_ptr<RE2> values;  // relaxed value patterns
-    std::unique_ptr<RE2> keys;  // relaxed blocked-key patterns, or null
+    std::unique_ptr<RE2> scan;  // relaxed value and key patterns
+    std::unique_ptr<RE2> keys;  // relaxed key patterns (their items go to Python), or null
     std::unique_ptr<RE2> ignored_re;  // ignored_key_patterns, or null
     std::unordered_set<std::string> ignored;
     std::string mask;
@@ -349,12 +354,25 @@ struct Pass {
     const Engine &en;
     const Layout &layout;
     Bytes p;
-    Hits values, keys;
+    Hits hits;  // of the relaxed value and key patterns
+    Hits keys;  // of the key patterns, when the request was scanned for them
+    bool keys_scanned;
     std::vector<int> which;  // reused by RE2::Set::Match
 
     bool touched(size_t start, size_t end)
     {
-        return values.touch(start, end) || keys.touch(start, end);
+        return hits.touch(start, end);
+    }
+
+    /* Whether a key pattern matches within p[start:end]. */
+    bool has_key_hit(size_t start, size_t end)
+    {
+        if (!en.keys)
+            return false;
+        if (keys_scanned)
+            return keys.touch(start, end);
+        StringPiece item(reinterpret_cast<const char *>(p + start), end - start);
+        return RE2::PartialMatch(item, *en.keys);
     }
 
     /* Rules.mask_text for the string p[start:end] into `masked`. */
@@ -447,7 +465,7 @@ struct Pass {
         }
         if (!has_key || !has_value)
             return PYTHON;
-        if (!values.touch(value.start, value.end) || ignored_key(key.start, key.end))
+        if (!hits.touch(value.start, value.end) || ignored_key(key.start, key.end))
             return UNCHANGED;
         std::string any;
         Outcome o = any_value(value.start, value.end, any);
@@ -461,7 +479,7 @@ struct Pass {
     /* One span or log record: its changed fields into `edits`. */
     Outcome item(size_t start, size_t end, std::vector<Edit> &edits)
     {
-        if (keys.touch(start, end))
+        if (has_key_hit(start, end))
             return PYTHON;
         int bodies = 0;
         bool body_masked = false;
@@ -472,7 +490,7 @@ struct Pass {
             if (!next_field(p, end, i, f))
                 return MALFORMED;
             bodies += f.number == layout.body;
-            if (!values.touch(f.start, f.end))
+            if (!hits.touch(f.start, f.end))
                 continue;
             if (std::find(layout.walk.begin(), layout.walk.end(), f.number) != layout.walk.end())
                 return PYTHON;
@@ -575,7 +593,7 @@ bool set_layout(PyObject *spec, Layout &layout)
     return true;
 }
 
-bool build(Engine &en, PyObject *patterns, PyObject *values, PyObject *keys, PyObject *ignored,
+bool build(Engine &en, PyObject *patterns, PyObject *scan, PyObject *keys, PyObject *ignored,
            PyObject *ignored_re, PyObject *mask, PyObject *logs, PyObject *traces)
 {
     RE2::Options set_options;
@@ -611,8 +629,8 @@ bool build(Engine &en, PyObject *patterns, PyObject *values, PyObject *keys, PyO
         PyErr_SetString(PyExc_ValueError, "RE2::Set does not compile (out of memory)");
         return false;
     }
-    en.values = compile(values, false, false);
-    if (!en.values || (keys != Py_None && !(en.keys = compile(keys, false, false))))
+    en.scan = compile(scan, false, false);
+    if (!en.scan || (keys != Py_None && !(en.keys = compile(keys, false, false))))
         return false;
     if (ignored_re != Py_None && !(en.ignored_re = compile(ignored_re, false, false)))
         return false;
@@ -641,12 +659,12 @@ bool build(Engine &en, PyObject *patterns, PyObject *values, PyObject *keys, PyO
 
 int Redactor_init(RedactorObject *self, PyObject *args, PyObject *kwargs)
 {
-    static const char *names[] = {"patterns", "values", "keys", "ignored", "ignored_re",
+    static const char *names[] = {"patterns", "scan", "keys", "ignored", "ignored_re",
                                   "mask", "logs", "traces", "summary", nullptr};
-    PyObject *patterns, *values, *keys, *ignored, *ignored_re, *mask, *logs, *traces;
+    PyObject *patterns, *scan, *keys, *ignored, *ignored_re, *mask, *logs, *traces;
     int summary = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUOOOUOO|i", const_cast<char **>(names),
-                                     &patterns, &values, &keys, &ignored, &ignored_re, &mask,
+                                     &patterns, &scan, &keys, &ignored, &ignored_re, &mask,
                                      &logs, &traces, &summary))
         return -1;
     if (summary < 0 || summary > 2) {
@@ -655,7 +673,7 @@ int Redactor_init(RedactorObject *self, PyObject *args, PyObject *kwargs)
     }
     auto engine = std::make_unique<Engine>();
     engine->summary = summary;
-    if (!build(*engine, patterns, values, keys, ignored, ignored_re, mask, logs, traces))
+    if (!build(*engine, patterns, scan, keys, ignored, ignored_re, mask, logs, traces))
         return -1;
     delete self->engine;
     self->engine = engine.release();
@@ -772,14 +790,16 @@ PyObject *Redactor_redact(RedactorObject *self, PyObject *args)
     const Engine &en = *self->engine;
     Bytes p = reinterpret_cast<Bytes>(PyBytes_AS_STRING(blob));
     size_t n = size_t(PyBytes_GET_SIZE(blob));
-    Pass pass{en, en.layouts[traces ? 1 : 0], p, {}, {}, {}};
+    Pass pass{en, en.layouts[traces ? 1 : 0], p, {}, {}, false, {}};
     StringPiece text(reinterpret_cast<const char *>(p), n);
     std::string out;
     Outcome o;
     Py_BEGIN_ALLOW_THREADS
-    scan(*en.values, text, pass.values);
-    if (en.keys)
+    scan(*en.scan, text, pass.hits);
+    if (en.keys && pass.hits.spans.size() > KEY_SCAN_AFTER) {
         scan(*en.keys, text, pass.keys);
+        pass.keys_scanned = true;
+    }
     Py_END_ALLOW_THREADS
     PyObject *items = PyList_New(0), *resources = PyList_New(0), *scopes = PyList_New(0);
     if (items == nullptr || resources == nullptr || scopes == nullptr)
@@ -828,9 +848,9 @@ PyMODINIT_FUNC PyInit__redact(void)
     RedactorType.tp_basicsize = sizeof(RedactorObject);
     RedactorType.tp_flags = Py_TPFLAGS_DEFAULT;
     RedactorType.tp_doc =
-        "Redactor(patterns, values, keys, ignored, ignored_re, mask, logs, traces, summary=0)\n\n"
-        "patterns: (regex, group, refine) per value pattern; values: the relaxed alternation "
-        "of their scans; keys: the relaxed blocked-key alternation or None; ignored: keys "
+        "Redactor(patterns, scan, keys, ignored, ignored_re, mask, logs, traces, summary=0)\n\n"
+        "patterns: (regex, group, refine) per value pattern; scan: the relaxed alternation "
+        "of their scans and the key patterns; keys: the relaxed key alternation or None; ignored: keys "
         "whose values stay; ignored_re: a regex of more such keys or None; mask: the "
         "replacement text; logs, traces: (attributes field, body field or 0, walk fields); "
         "summary: 0 silent, 1 info, 2 debug.";

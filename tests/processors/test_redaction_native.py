@@ -128,6 +128,21 @@ def test_masked_items_carry_the_summary(level):
     assert attributes == expected
 
 
+@pytest.mark.parametrize("records", [5, 200])
+def test_key_hits_send_their_items_to_python(records):
+    """Few hits: each touched item is searched for the key patterns; many: the request is."""
+    req = logs_request(records)
+    for i, record in enumerate(req.resource_logs[0].scope_logs[0].log_records):
+        if i % 3 == 1:
+            put(record.attributes, {"http.request.header.authorization": "Basic abc"})
+    native = build("redaction", BENCH, Signal.LOGS).native
+    _out, items, _resources, _scopes = native.redact(req.SerializeToString(), False)
+    assert items == [(0, 0, i) for i in range(records) if i % 3 == 1]
+    out = same_output(BENCH, Signal.LOGS, req.SerializeToString())
+    record = out.message.resource_logs[0].scope_logs[0].log_records[1]
+    assert as_dict(record.attributes)["http.request.header.authorization"] == "****"
+
+
 def test_ignored_keys_keep_their_values():
     raw = traces_request([{"safe": "alice@example.com", "k.x": "10.1.2.3", "v": "10.1.2.3"}])
     out = same_output(CONFIGS["all"], Signal.TRACES, raw)
@@ -178,10 +193,10 @@ def test_a_pattern_the_system_re2_refuses_falls_back(monkeypatch):
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="RE2 refuses"):
-        _redact.Redactor(patterns=[("(", 0, 0)], values="x", keys=None, ignored=(), ignored_re=None,
+        _redact.Redactor(patterns=[("(", 0, 0)], scan="x", keys=None, ignored=(), ignored_re=None,
                  mask="*", logs=(6, 5, ()), traces=(9, 0, ()))
     with pytest.raises(ValueError, match="refine"):
-        _redact.Redactor(patterns=[("x", 0, 99)], values="x", keys=None, ignored=(), ignored_re=None,
+        _redact.Redactor(patterns=[("x", 0, 99)], scan="x", keys=None, ignored=(), ignored_re=None,
                  mask="*", logs=(6, 5, ()), traces=(9, 0, ()))
 
 

@@ -472,11 +472,12 @@ class RedactionProcessor(Processor):
                 or any(p.refine not in NATIVE_REFINES for p, _ in patterns)):
             return None
         layouts = item_layouts(config.redact_span_names)
+        keys = self._flagged_keys(config)
         try:
             return Redactor(
                 patterns=[(p.regex, p.group, NATIVE_REFINES[p.refine]) for p, _ in patterns],
-                values=_relaxed([p.scan for p, _ in patterns]),
-                keys=_relaxed(self._flagged_keys(config)), ignored=config.ignored_keys,
+                scan=_relaxed([p.scan for p, _ in patterns] + keys), keys=_relaxed(keys),
+                ignored=config.ignored_keys,
                 ignored_re=self.rules.ignored_rx.pattern if self.rules.ignored_rx else None,
                 mask=MASK_TEXT, summary=("silent", "info", "debug").index(config.summary),
                 **{signal.value: (layout.attributes, layout.body, tuple(layout.walk))
