@@ -11,9 +11,8 @@
  * (their records re-framed), so nothing is parsed or re-encoded. With `summary` info or debug,
  * an item with masked values gets the processor's `redaction.*` count (and keys) attributes.
  *
- * What this does not follow is named in the result for the Python walk: items where a key
- * pattern matches (found by a second scan, of the whole request when the first one hit
- * often, else of each touched item) or holding a match in a value that is not a plain ASCII string or in a
+ * What this does not follow is named in the result for the Python walk: items with a touched
+ * attribute whose key the key patterns match (decided once per distinct key) or holding a match in a value that is not a plain ASCII string or in a
  * field the processor walks (span events, links, status, a redacted name), and touched
  * resources and scopes. A request whose framing it cannot follow gives None.
  */
@@ -28,6 +27,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -311,9 +311,10 @@ void refine(int kind, const std::string &t, size_t start, size_t end, Spans &out
 
 enum Outcome { UNCHANGED, CHANGED, PYTHON, MALFORMED };
 
-/* Past this many hits of the first scan, one scan of the request for the key patterns costs
- * less than a search of each touched item. */
-const size_t KEY_SCAN_AFTER = 32;
+/* What a key makes of its value: checked, kept (ignored_keys), or the Python walk's (a key
+ * pattern matches it: blocked, ignored or summary keys). */
+enum KeyAction : uint8_t { KEY_CHECK, KEY_IGNORED, KEY_FLAGGED };
+const size_t KEY_CACHE_MAX = 65536;
 
 struct Engine {
     std::vector<Pattern> patterns;
@@ -322,6 +323,7 @@ struct Engine {
     std::unique_ptr<RE2> keys;  // relaxed key patterns (their items go to Python), or null
     std::unique_ptr<RE2> ignored_re;  // ignored_key_patterns, or null
     std::unordered_set<std::string> ignored;
+    mutable std::unordered_map<std::string, uint8_t> key_actions;  // cache, by key
     std::string mask;
     int summary = 0;  // 0 silent, 1 info (counts), 2 debug (counts and keys)
     Layout layouts[2];
@@ -355,24 +357,11 @@ struct Pass {
     const Layout &layout;
     Bytes p;
     Hits hits;  // of the relaxed value and key patterns
-    Hits keys;  // of the key patterns, when the request was scanned for them
-    bool keys_scanned;
     std::vector<int> which;  // reused by RE2::Set::Match
 
     bool touched(size_t start, size_t end)
     {
         return hits.touch(start, end);
-    }
-
-    /* Whether a key pattern matches within p[start:end]. */
-    bool has_key_hit(size_t start, size_t end)
-    {
-        if (!en.keys)
-            return false;
-        if (keys_scanned)
-            return keys.touch(start, end);
-        StringPiece item(reinterpret_cast<const char *>(p + start), end - start);
-        return RE2::PartialMatch(item, *en.keys);
     }
 
     /* Rules.mask_text for the string p[start:end] into `masked`. */
@@ -438,12 +427,26 @@ struct Pass {
         return o;
     }
 
-    bool ignored_key(size_t start, size_t end) const
+    /* The action of the key p[start:end]. A key pattern match anywhere in an item is
+     * inside one of its fields, which the scan then touches: only the keys of touched
+     * attributes need asking (nested values and span events and links go to Python when
+     * touched). */
+    uint8_t key_action(size_t start, size_t end) const
     {
-        StringPiece key(reinterpret_cast<const char *>(p + start), end - start);
-        if (en.ignored.count(std::string(key.data(), key.size())))
-            return true;
-        return en.ignored_re && RE2::PartialMatch(key, *en.ignored_re);
+        std::string key(reinterpret_cast<const char *>(p + start), end - start);
+        auto known = en.key_actions.find(key);
+        if (known != en.key_actions.end())
+            return known->second;
+        StringPiece text(key);
+        uint8_t action = KEY_CHECK;
+        if (en.keys && RE2::PartialMatch(text, *en.keys))
+            action = KEY_FLAGGED;
+        else if (en.ignored.count(key) || (en.ignored_re && RE2::PartialMatch(text, *en.ignored_re)))
+            action = KEY_IGNORED;
+        if (en.key_actions.size() >= KEY_CACHE_MAX)
+            en.key_actions.clear();
+        en.key_actions.emplace(std::move(key), action);
+        return action;
     }
 
     /* A KeyValue in p[start:end]; its new value into `out` when it changes (its key then
@@ -465,7 +468,10 @@ struct Pass {
         }
         if (!has_key || !has_value)
             return PYTHON;
-        if (!hits.touch(value.start, value.end) || ignored_key(key.start, key.end))
+        uint8_t action = key_action(key.start, key.end);
+        if (action == KEY_FLAGGED)
+            return PYTHON;
+        if (action == KEY_IGNORED || !hits.touch(value.start, value.end))
             return UNCHANGED;
         std::string any;
         Outcome o = any_value(value.start, value.end, any);
@@ -479,8 +485,6 @@ struct Pass {
     /* One span or log record: its changed fields into `edits`. */
     Outcome item(size_t start, size_t end, std::vector<Edit> &edits)
     {
-        if (has_key_hit(start, end))
-            return PYTHON;
         int bodies = 0;
         bool body_masked = false;
         std::vector<std::string> masked_keys;
@@ -790,16 +794,12 @@ PyObject *Redactor_redact(RedactorObject *self, PyObject *args)
     const Engine &en = *self->engine;
     Bytes p = reinterpret_cast<Bytes>(PyBytes_AS_STRING(blob));
     size_t n = size_t(PyBytes_GET_SIZE(blob));
-    Pass pass{en, en.layouts[traces ? 1 : 0], p, {}, {}, false, {}};
+    Pass pass{en, en.layouts[traces ? 1 : 0], p, {}, {}};
     StringPiece text(reinterpret_cast<const char *>(p), n);
     std::string out;
     Outcome o;
     Py_BEGIN_ALLOW_THREADS
     scan(*en.scan, text, pass.hits);
-    if (en.keys && pass.hits.spans.size() > KEY_SCAN_AFTER) {
-        scan(*en.keys, text, pass.keys);
-        pass.keys_scanned = true;
-    }
     Py_END_ALLOW_THREADS
     PyObject *items = PyList_New(0), *resources = PyList_New(0), *scopes = PyList_New(0);
     if (items == nullptr || resources == nullptr || scopes == nullptr)

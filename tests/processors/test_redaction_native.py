@@ -130,7 +130,8 @@ def test_masked_items_carry_the_summary(level):
 
 @pytest.mark.parametrize("records", [5, 200])
 def test_key_hits_send_their_items_to_python(records):
-    """Few hits: each touched item is searched for the key patterns; many: the request is."""
+    """A blocked key on every third record, its value without a match: the scan touches
+    the key, its action (decided once for the key) sends the record to the Python walk."""
     req = logs_request(records)
     for i, record in enumerate(req.resource_logs[0].scope_logs[0].log_records):
         if i % 3 == 1:
