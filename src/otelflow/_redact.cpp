@@ -12,9 +12,10 @@
  * an item with masked values gets the processor's `redaction.*` count (and keys) attributes.
  *
  * What this does not follow is named in the result for the Python walk: items with a touched
- * attribute whose key the key patterns match (decided once per distinct key) or holding a match in a value that is not a plain ASCII string or in a
- * field the processor walks (span events, links, status, a redacted name), and touched
- * resources and scopes. A request whose framing it cannot follow gives None.
+ * attribute whose key the key patterns match (decided once per distinct key), or with a
+ * match in a value that is not a plain ASCII string or in a field the processor walks (span
+ * events, links, status, a redacted name); and touched resources and scopes. A request whose
+ * framing it cannot follow gives None.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -119,31 +120,75 @@ void put_varint(std::string &out, uint64_t v)
     out.push_back(char(v));
 }
 
-/* A replacement for the length-delimited field p[head:end]. */
-struct Edit {
-    size_t head, end;
+char *put_varint(char *out, uint64_t v)
+{
+    while (v >= 0x80) {
+        *out++ = char(v | 0x80);
+        v >>= 7;
+    }
+    *out++ = char(v);
+    return out;
+}
+
+size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7)
+        n++;
+    return n;
+}
+
+/* A length-delimited field of the request whose value changes: replaced whole (a leaf, by
+ * `value`) or re-framed around the changed fields inside it (`children`, in order). A leaf
+ * with head == end is a field inserted there. */
+struct Node {
+    size_t head, start, end;  // tag start, value start, value end in the request
     uint32_t number;
+    bool leaf;
     std::string value;
+    std::vector<Node> children;
+    size_t size = 0;  // of the new value, once measured
 };
 
-/* p[start:end] with each edit's field replaced by a fresh tag, length and value. */
-std::string splice(Bytes p, size_t start, size_t end, const std::vector<Edit> &edits)
+Node leaf(const Field &f, std::string value)
 {
-    std::string out;
-    size_t grown = 0;
-    for (const Edit &e : edits)
-        grown += e.value.size() + 10;
-    out.reserve(end - start + grown);
-    size_t pos = start;
-    for (const Edit &e : edits) {
-        out.append(reinterpret_cast<const char *>(p + pos), e.head - pos);
-        put_varint(out, uint64_t(e.number) << 3 | 2);
-        put_varint(out, e.value.size());
-        out += e.value;
-        pos = e.end;
+    return Node{f.head, f.start, f.end, f.number, true, std::move(value), {}};
+}
+
+Node container(const Field &f)
+{
+    return Node{f.head, f.start, f.end, f.number, false, {}, {}};
+}
+
+/* The size of `node`'s new value (each node under it measured on the way). */
+size_t measure(Node &node)
+{
+    if (node.leaf)
+        return node.size = node.value.size();
+    size_t size = node.end - node.start;
+    for (Node &child : node.children) {
+        size_t inner = measure(child);
+        size += varint_size(uint64_t(child.number) << 3 | 2) + varint_size(inner) + inner;
+        size -= child.end - child.head;
     }
-    out.append(reinterpret_cast<const char *>(p + pos), end - pos);
-    return out;
+    return node.size = size;
+}
+
+/* `node`'s new value (measured) at `out`; returns its end. The request's bytes between the
+ * changed fields are copied once, straight into the result. */
+char *write(Bytes p, const Node &node, char *out)
+{
+    if (node.leaf)
+        return std::copy(node.value.begin(), node.value.end(), out);
+    size_t pos = node.start;
+    for (const Node &child : node.children) {
+        out = std::copy(p + pos, p + child.head, out);
+        out = put_varint(out, uint64_t(child.number) << 3 | 2);
+        out = put_varint(out, child.size);
+        out = write(p, child, out);
+        pos = child.end;
+    }
+    return std::copy(p + pos, p + node.end, out);
 }
 
 /* Successive matches over a buffer, sorted and disjoint: does any touch [start, end)? The
@@ -441,7 +486,8 @@ struct Pass {
         uint8_t action = KEY_CHECK;
         if (en.keys && RE2::PartialMatch(text, *en.keys))
             action = KEY_FLAGGED;
-        else if (en.ignored.count(key) || (en.ignored_re && RE2::PartialMatch(text, *en.ignored_re)))
+        else if (en.ignored.count(key)
+                 || (en.ignored_re && RE2::PartialMatch(text, *en.ignored_re)))
             action = KEY_IGNORED;
         if (en.key_actions.size() >= KEY_CACHE_MAX)
             en.key_actions.clear();
@@ -449,10 +495,10 @@ struct Pass {
         return action;
     }
 
-    /* A KeyValue in p[start:end]; its new value into `out` when it changes (its key then
-     * into `key_out`). */
-    Outcome attribute(size_t start, size_t end, std::string &out, std::string &key_out)
+    /* A KeyValue (`kv`); its changed value into `kv.children` (its key into `key_out`). */
+    Outcome attribute(Node &kv, std::string &key_out)
     {
+        size_t start = kv.start, end = kv.end;
         Field f, key{}, value{};
         bool has_key = false, has_value = false;
         for (size_t i = start; i < end;) {
@@ -476,15 +522,17 @@ struct Pass {
         std::string any;
         Outcome o = any_value(value.start, value.end, any);
         if (o == CHANGED) {
-            out = splice(p, start, end, {Edit{value.head, value.end, 2, std::move(any)}});
+            kv.children.push_back(leaf(value, std::move(any)));
             key_out.assign(reinterpret_cast<const char *>(p + key.start), key.end - key.start);
         }
         return o;
     }
 
-    /* One span or log record: its changed fields into `edits`. */
-    Outcome item(size_t start, size_t end, std::vector<Edit> &edits)
+    /* One span or log record (`record`): its changed fields into `record.children`. */
+    Outcome item(Node &record)
     {
+        size_t start = record.start, end = record.end;
+        std::vector<Node> &edits = record.children;
         int bodies = 0;
         bool body_masked = false;
         std::vector<std::string> masked_keys;
@@ -500,14 +548,13 @@ struct Pass {
                 return PYTHON;
             if (f.wire != 2 || (f.number != layout.attributes && f.number != layout.body))
                 continue;
-            std::string value;
             bool body = f.number == layout.body;
-            Outcome o = body ? any_value(f.start, f.end, value)
-                             : attribute(f.start, f.end, value, key);
+            Node field = body ? leaf(f, {}) : container(f);
+            Outcome o = body ? any_value(f.start, f.end, field.value) : attribute(field, key);
             if (o == PYTHON || o == MALFORMED)
                 return o;
             if (o == CHANGED) {
-                edits.push_back(Edit{f.head, f.end, f.number, std::move(value)});
+                edits.push_back(std::move(field));
                 if (body)
                     body_masked = true;
                 else
@@ -526,10 +573,11 @@ struct Pass {
     /* The summary attributes `_Walk.summarize` appends: masked keys (debug) and count, for
      * the attributes then for the body. */
     void summarize(std::vector<std::string> &keys, bool body, size_t end,
-                   std::vector<Edit> &edits) const
+                   std::vector<Node> &edits) const
     {
         auto add = [&](const char *name, const std::string *text, size_t count) {
-            edits.push_back(Edit{end, end, layout.attributes, summary_entry(name, text, count)});
+            Field at{layout.attributes, 2, end, end, end};
+            edits.push_back(leaf(at, summary_entry(name, text, count)));
         };
         if (!keys.empty()) {
             std::sort(keys.begin(), keys.end());
@@ -716,73 +764,63 @@ bool append(PyObject *list, PyObject *item)
     return rc == 0;
 }
 
-/* The walk request -> resource_X -> scope_X -> items, the same layout for every signal. */
-Outcome walk(Pass &pass, size_t n, std::string &out, PyObject *items, PyObject *resources,
-             PyObject *scopes)
+/* What the walk hands to the Python walk, by index. */
+struct Listed {
+    PyObject *items, *resources, *scopes;
+};
+
+enum Depth { REQUEST, RESOURCE, SCOPE };
+
+/* One level of request -> resource_X -> scope_X -> items (the same layout for every
+ * signal): its changed fields into `node.children`. `rx`, `sx`: the indices of the enclosing
+ * resource_X and scope_X. */
+Outcome level(Pass &pass, Depth depth, Node &node, size_t rx, size_t sx, Listed &listed)
 {
-    Bytes p = pass.p;
-    std::vector<Edit> top, resource_edits, scope_edits, item_edits;
-    Field r, s, t;
-    size_t ri = 0;
-    for (size_t i = 0; i < n; ) {
-        if (!next_field(p, n, i, r))
+    Field f;
+    size_t index = 0;
+    for (size_t i = node.start; i < node.end;) {
+        if (!next_field(pass.p, node.end, i, f))
             return MALFORMED;
-        if (r.number != 1 || r.wire != 2)
+        if (f.wire != 2 || f.number < 1 || f.number > 2 || (depth == REQUEST && f.number != 1))
             continue;
-        size_t rx = ri++;
-        if (!pass.touched(r.start, r.end))
-            continue;
-        resource_edits.clear();
-        size_t si = 0;
-        for (size_t j = r.start; j < r.end; ) {
-            if (!next_field(p, r.end, j, s))
+        if (depth != REQUEST && f.number == 1) {  // the resource or the scope
+            if (pass.touched(f.start, f.end)
+                && !append(depth == RESOURCE ? listed.resources : listed.scopes,
+                           depth == RESOURCE ? PyLong_FromSize_t(rx) : index_tuple({rx, sx})))
                 return MALFORMED;
-            if (s.wire != 2 || (s.number != 1 && s.number != 2))
-                continue;
-            if (s.number == 1) {
-                if (pass.touched(s.start, s.end) && !append(resources, PyLong_FromSize_t(rx)))
-                    return MALFORMED;
-                continue;
-            }
-            size_t sx = si++;
-            if (!pass.touched(s.start, s.end))
-                continue;
-            scope_edits.clear();
-            size_t k = 0;
-            for (size_t m = s.start; m < s.end; ) {
-                if (!next_field(p, s.end, m, t))
-                    return MALFORMED;
-                if (t.wire != 2 || (t.number != 1 && t.number != 2))
-                    continue;
-                if (t.number == 1) {
-                    if (pass.touched(t.start, t.end) && !append(scopes, index_tuple({rx, sx})))
-                        return MALFORMED;
-                    continue;
-                }
-                size_t kx = k++;
-                if (!pass.touched(t.start, t.end))
-                    continue;
-                item_edits.clear();
-                Outcome o = pass.item(t.start, t.end, item_edits);
-                if (o == MALFORMED)
-                    return o;
-                if (o == PYTHON && !append(items, index_tuple({rx, sx, kx})))
-                    return MALFORMED;
-                if (o == CHANGED)
-                    scope_edits.push_back(
-                        Edit{t.head, t.end, 2, splice(p, t.start, t.end, item_edits)});
-            }
-            if (!scope_edits.empty())
-                resource_edits.push_back(
-                    Edit{s.head, s.end, 2, splice(p, s.start, s.end, scope_edits)});
+            continue;
         }
-        if (!resource_edits.empty())
-            top.push_back(Edit{r.head, r.end, 1, splice(p, r.start, r.end, resource_edits)});
+        size_t at = index++;
+        if (!pass.touched(f.start, f.end))
+            continue;
+        Node child = container(f);
+        Outcome o;
+        if (depth == SCOPE) {
+            o = pass.item(child);
+            if (o != CHANGED)
+                child.children.clear();  // the Python walk takes the item as received
+            if (o == PYTHON && !append(listed.items, index_tuple({rx, sx, at})))
+                return MALFORMED;
+        } else {
+            o = depth == REQUEST ? level(pass, RESOURCE, child, at, 0, listed)
+                                 : level(pass, SCOPE, child, rx, at, listed);
+        }
+        if (o == MALFORMED)
+            return o;
+        if (!child.children.empty())
+            node.children.push_back(std::move(child));
     }
-    if (top.empty())
-        return UNCHANGED;
-    out = splice(p, 0, n, top);
-    return CHANGED;
+    return node.children.empty() ? UNCHANGED : CHANGED;
+}
+
+/* The request with its changed fields, as a new bytes object. */
+PyObject *rewritten(Bytes p, Node &request)
+{
+    size_t size = measure(request);
+    PyObject *out = PyBytes_FromStringAndSize(nullptr, Py_ssize_t(size));
+    if (out != nullptr)
+        write(p, request, PyBytes_AS_STRING(out));
+    return out;
 }
 
 PyObject *Redactor_redact(RedactorObject *self, PyObject *args)
@@ -796,32 +834,27 @@ PyObject *Redactor_redact(RedactorObject *self, PyObject *args)
     size_t n = size_t(PyBytes_GET_SIZE(blob));
     Pass pass{en, en.layouts[traces ? 1 : 0], p, {}, {}};
     StringPiece text(reinterpret_cast<const char *>(p), n);
-    std::string out;
-    Outcome o;
     Py_BEGIN_ALLOW_THREADS
     scan(*en.scan, text, pass.hits);
     Py_END_ALLOW_THREADS
-    PyObject *items = PyList_New(0), *resources = PyList_New(0), *scopes = PyList_New(0);
-    if (items == nullptr || resources == nullptr || scopes == nullptr)
-        goto fail;
-    o = walk(pass, n, out, items, resources, scopes);
-    if (PyErr_Occurred())
-        goto fail;
-    if (o == MALFORMED) {
-        Py_DECREF(items);
-        Py_DECREF(resources);
-        Py_DECREF(scopes);
-        Py_RETURN_NONE;
+    Listed listed{PyList_New(0), PyList_New(0), PyList_New(0)};
+    Node request{0, 0, n, 0, false, {}, {}};
+    PyObject *result = nullptr;
+    if (listed.items && listed.resources && listed.scopes) {
+        Outcome o = level(pass, REQUEST, request, 0, 0, listed);
+        if (PyErr_Occurred())
+            result = nullptr;
+        else if (o == MALFORMED)
+            result = Py_NewRef(Py_None);
+        else if (o == UNCHANGED)
+            result = Py_BuildValue("(OOOO)", blob, listed.items, listed.resources, listed.scopes);
+        else if (PyObject *out = rewritten(p, request))
+            result = Py_BuildValue("(NOOO)", out, listed.items, listed.resources, listed.scopes);
     }
-    if (o == UNCHANGED)
-        return Py_BuildValue("(ONNN)", blob, items, resources, scopes);
-    return Py_BuildValue("(y#NNN)", out.data(), Py_ssize_t(out.size()), items, resources,
-                         scopes);
-fail:
-    Py_XDECREF(items);
-    Py_XDECREF(resources);
-    Py_XDECREF(scopes);
-    return nullptr;
+    Py_XDECREF(listed.items);
+    Py_XDECREF(listed.resources);
+    Py_XDECREF(listed.scopes);
+    return result;
 }
 
 PyMethodDef Redactor_methods[] = {
@@ -850,10 +883,10 @@ PyMODINIT_FUNC PyInit__redact(void)
     RedactorType.tp_doc =
         "Redactor(patterns, scan, keys, ignored, ignored_re, mask, logs, traces, summary=0)\n\n"
         "patterns: (regex, group, refine) per value pattern; scan: the relaxed alternation "
-        "of their scans and the key patterns; keys: the relaxed key alternation or None; ignored: keys "
-        "whose values stay; ignored_re: a regex of more such keys or None; mask: the "
-        "replacement text; logs, traces: (attributes field, body field or 0, walk fields); "
-        "summary: 0 silent, 1 info, 2 debug.";
+        "of their scans and the key patterns; keys: the relaxed key alternation or None; "
+        "ignored: keys whose values stay; ignored_re: a regex of more such keys or None; "
+        "mask: the replacement text; logs, traces: (attributes field, body field or 0, walk "
+        "fields); summary: 0 silent, 1 info, 2 debug.";
     RedactorType.tp_new = PyType_GenericNew;
     RedactorType.tp_init = reinterpret_cast<initproc>(Redactor_init);
     RedactorType.tp_dealloc = reinterpret_cast<destructor>(Redactor_dealloc);

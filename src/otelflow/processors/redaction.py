@@ -19,6 +19,12 @@ sanitizer on span names / log bodies check every value (no byte pattern can anno
 When the first prefilter matches come thick enough to flag a quarter of the items or more,
 the request takes the dense path instead (`redaction_dense`): exact matches over the whole
 request, one RE2 call per match, mapped to the string values they fall in.
+
+Logs and spans go first to the native masker (`otelflow._redact`, C++ over RE2) when the
+config needs nothing else than value patterns, the fixed mask, ignored keys and a summary
+(no `hash_function`, `allowed_values`, URL sanitizer or allow-list): it does the walk above
+over the request bytes and hands back, by index, the items, resources and scopes it leaves
+to the Python walk. The paths above stay the reference: the tests hold it to their output.
 """
 
 from __future__ import annotations
@@ -468,7 +474,8 @@ class RedactionProcessor(Processor):
         to the Python walk)."""
         patterns = self.rules.patterns
         if (Redactor is None or self.check_all or self.prefilter is None or self.url_keys
-                or not config.allow_all_keys or not patterns or config.hash_function or config.allowed_values
+                or not config.allow_all_keys or not patterns or config.hash_function
+                or config.allowed_values
                 or any(p.refine not in NATIVE_REFINES for p, _ in patterns)):
             return None
         layouts = item_layouts(config.redact_span_names)
