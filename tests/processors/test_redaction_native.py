@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otelflow import _redact
+from otelflow.otlp_check import InvalidIds, MalformedRequest, checked_batch
 from otelflow.pdata import Batch, Signal
 from otelflow.processors.redaction import RedactionProcessor
 from otelflow.processors.redaction_patterns import LIBRARY, NATIVE_REFINES
@@ -224,3 +225,38 @@ def test_refine_steps_agree_with_python(texts):
     """Digit runs (cards: Luhn over every run of groups), IBANs, addresses, near misses."""
     body = " ".join(texts)
     same_output(CONFIGS["all"], Signal.LOGS, logs_request(1, body=body).SerializeToString())
+
+
+# -- property: mutated requests -------------------------------------------------------------
+
+MUTATED_BASE = [logs_request(4, body="mail {i}x@example.com, card 4111 1111 1111 1111")
+                .SerializeToString(),
+                traces_request([{"a": "bob@example.com", "b": "10.1.2.3"}] * 3,
+                               event={"e": "alice@example.com"})]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.integers(0, 1), edits=st.lists(
+    st.tuples(st.integers(0, 10_000), st.sampled_from(["flip", "insert", "delete"]),
+              st.integers(0, 255)), min_size=1, max_size=4))
+def test_mutated_requests_are_masked_as_in_python_or_refused(which, edits):
+    """Random byte edits of real requests: the native pass never reads outside the bytes; a
+    request the receivers would accept is masked as the Python paths mask it."""
+    signal = (Signal.LOGS, Signal.TRACES)[which]
+    raw = bytearray(MUTATED_BASE[which])
+    for at, kind, byte in edits:
+        at %= len(raw) + (kind == "insert")
+        if kind == "flip" and at < len(raw):
+            raw[at] ^= byte or 1
+        elif kind == "insert":
+            raw.insert(at, byte)
+        elif at < len(raw):
+            del raw[at]
+    raw = bytes(raw)
+    native = build("redaction", CONFIGS["all_debug"], signal).native
+    native.redact(raw, signal is Signal.TRACES)  # must not crash on any bytes
+    try:
+        checked_batch(signal, raw)
+    except (MalformedRequest, InvalidIds):
+        return  # the receivers refuse it: it never reaches a processor
+    same_output(CONFIGS["all_debug"], signal, raw)
