@@ -2,8 +2,8 @@
  *
  * `Redactor.redact` does what the processor's per-value walk does to the string values of
  * log records and spans (their attributes, and log bodies), for the configurations that need
- * nothing but value patterns, a fixed mask, ignored keys and a summary: it scans the whole
- * request once with the relaxed value and key patterns together, and each string value
+ * nothing but value patterns (with allowed_values, masked with the fixed mask or hashed),
+ * ignored keys and a summary: it scans the whole request once with the relaxed value and key patterns together, and each string value
  * that scan touches is masked exactly as `Rules.mask_text` masks it: RE2::Set
  * names the patterns that match the value, each of them runs over the value alone, and the
  * refine steps of the built-in patterns (Luhn, mod-97, digit and address boundaries) are
@@ -24,7 +24,6 @@
 #include <re2/set.h>
 
 #include <algorithm>
-#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -370,12 +369,23 @@ struct Engine {
     std::unordered_set<std::string> ignored;
     mutable std::unordered_map<std::string, uint8_t> key_actions;  // cache, by key
     std::string mask;
+    PyObject *hasher = nullptr;  // hash_function's text -> digest, used instead of `mask`
+    std::vector<std::unique_ptr<RE2>> allowed;  // allowed_values
     int summary = 0;  // 0 silent, 1 info (counts), 2 debug (counts and keys)
     Layout layouts[2];
+
+    ~Engine() { Py_XDECREF(hasher); }
 };
 
+/* What one attribute map (or a log body) had done to it, by key ("body" for the body). */
+struct Report {
+    std::vector<std::string> masked, allowed;
+};
+
+const std::string BODY = "body";
+
 /* A KeyValue of the summary: `key` with a string (`text`) or an int (`count`) value. */
-std::string summary_entry(const char *key, const std::string *text, size_t count)
+std::string summary_entry(const std::string &key, const std::string *text, size_t count)
 {
     std::string any, kv;
     if (text) {
@@ -386,10 +396,9 @@ std::string summary_entry(const char *key, const std::string *text, size_t count
         put_varint(any, 3 << 3);
         put_varint(any, count);
     }
-    size_t n = strlen(key);
     put_varint(kv, 1 << 3 | 2);
-    put_varint(kv, n);
-    kv.append(key, n);
+    put_varint(kv, key.size());
+    kv += key;
     put_varint(kv, 2 << 3 | 2);
     put_varint(kv, any.size());
     kv += any;
@@ -409,8 +418,9 @@ struct Pass {
         return hits.touch(start, end);
     }
 
-    /* Rules.mask_text for the string p[start:end] into `masked`. */
-    Outcome mask(size_t start, size_t end, std::string &masked)
+    /* Rules.mask_text for the string p[start:end] into `masked`; `exempted` when
+     * allowed_values spared a match. MALFORMED with a Python error when the hasher fails. */
+    Outcome mask(size_t start, size_t end, std::string &masked, bool &exempted)
     {
         StringPiece text(reinterpret_cast<const char *>(p + start), end - start);
         which.clear();
@@ -438,22 +448,67 @@ struct Pass {
         if (spans.empty())
             return UNCHANGED;
         std::sort(spans.begin(), spans.end());
-        masked.clear();
-        size_t pos = 0, i = 0;
-        while (i < spans.size()) {
+        Spans merged;
+        for (size_t i = 0; i < spans.size();) {
             size_t s = spans[i].first, e = spans[i].second;
             for (i++; i < spans.size() && spans[i].first <= e; i++)
                 e = std::max(e, spans[i].second);
+            merged.emplace_back(s, e);
+        }
+        if (!en.allowed.empty())
+            exempted = spare_allowed(text, merged);
+        masked.clear();
+        size_t pos = 0;
+        for (auto [s, e] : merged) {
             masked.append(t, pos, s - pos);
-            masked += en.mask;
+            if (!en.hasher)
+                masked += en.mask;
+            else if (!hash(t.substr(s, e - s), masked))
+                return MALFORMED;
             pos = e;
         }
         masked.append(t, pos, std::string::npos);
         return masked == t ? UNCHANGED : CHANGED;
     }
 
+    /* Drop the spans an allowed_values match covers; whether any was. */
+    bool spare_allowed(StringPiece text, Spans &spans) const
+    {
+        Spans allowed;
+        StringPiece m;
+        for (const auto &rx : en.allowed) {
+            size_t pos = 0, n = text.size();
+            while (pos <= n && rx->Match(text, pos, n, RE2::UNANCHORED, &m, 1)) {
+                size_t s = size_t(m.data() - text.data()), e = s + m.size();
+                allowed.emplace_back(s, e);
+                pos = e > s ? e : e + 1;
+            }
+        }
+        size_t before = spans.size();
+        spans.erase(std::remove_if(spans.begin(), spans.end(), [&](const auto &span) {
+            return std::any_of(allowed.begin(), allowed.end(), [&](const auto &a) {
+                return a.first <= span.first && span.second <= a.second;
+            });
+        }), spans.end());
+        return spans.size() < before;
+    }
+
+    /* hash_function's digest of `text`, appended to `out`; false with a Python error. */
+    bool hash(const std::string &text, std::string &out) const
+    {
+        PyObject *arg = PyUnicode_FromStringAndSize(text.data(), Py_ssize_t(text.size()));
+        PyObject *digest = arg ? PyObject_CallOneArg(en.hasher, arg) : nullptr;
+        Py_XDECREF(arg);
+        Py_ssize_t n;
+        const char *data = digest ? PyUnicode_AsUTF8AndSize(digest, &n) : nullptr;
+        if (data)
+            out.append(data, size_t(n));
+        Py_XDECREF(digest);
+        return data != nullptr;
+    }
+
     /* An AnyValue that is one plain string: its new encoding into `out`. */
-    Outcome any_value(size_t start, size_t end, std::string &out)
+    Outcome any_value(size_t start, size_t end, std::string &out, bool &exempted)
     {
         size_t i = start;
         Field f;
@@ -462,7 +517,7 @@ struct Pass {
         if (f.number != 1 || f.wire != 2 || i != end)
             return PYTHON;  // not a plain string value
         std::string masked;
-        Outcome o = mask(f.start, f.end, masked);
+        Outcome o = mask(f.start, f.end, masked, exempted);
         if (o == CHANGED) {
             out.clear();
             put_varint(out, 1 << 3 | 2);
@@ -495,8 +550,9 @@ struct Pass {
         return action;
     }
 
-    /* A KeyValue (`kv`); its changed value into `kv.children` (its key into `key_out`). */
-    Outcome attribute(Node &kv, std::string &key_out)
+    /* A KeyValue (`kv`); its changed value into `kv.children` (its key into `key_out`
+     * when it changes or allowed_values spared a match). */
+    Outcome attribute(Node &kv, std::string &key_out, bool &exempted)
     {
         size_t start = kv.start, end = kv.end;
         Field f, key{}, value{};
@@ -520,11 +576,11 @@ struct Pass {
         if (action == KEY_IGNORED || !hits.touch(value.start, value.end))
             return UNCHANGED;
         std::string any;
-        Outcome o = any_value(value.start, value.end, any);
-        if (o == CHANGED) {
+        Outcome o = any_value(value.start, value.end, any, exempted);
+        if (o == CHANGED)
             kv.children.push_back(leaf(value, std::move(any)));
+        if (o == CHANGED || exempted)
             key_out.assign(reinterpret_cast<const char *>(p + key.start), key.end - key.start);
-        }
         return o;
     }
 
@@ -534,8 +590,7 @@ struct Pass {
         size_t start = record.start, end = record.end;
         std::vector<Node> &edits = record.children;
         int bodies = 0;
-        bool body_masked = false;
-        std::vector<std::string> masked_keys;
+        Report attributes, body_report;
         std::string key;
         Field f;
         for (size_t i = start; i < end;) {
@@ -548,51 +603,48 @@ struct Pass {
                 return PYTHON;
             if (f.wire != 2 || (f.number != layout.attributes && f.number != layout.body))
                 continue;
-            bool body = f.number == layout.body;
+            bool body = f.number == layout.body, exempted = false;
             Node field = body ? leaf(f, {}) : container(f);
-            Outcome o = body ? any_value(f.start, f.end, field.value) : attribute(field, key);
+            Outcome o = body ? any_value(f.start, f.end, field.value, exempted)
+                             : attribute(field, key, exempted);
             if (o == PYTHON || o == MALFORMED)
                 return o;
+            Report &report = body ? body_report : attributes;
+            const std::string &path = body ? BODY : key;
+            if (exempted)
+                report.allowed.push_back(path);
             if (o == CHANGED) {
+                report.masked.push_back(path);
                 edits.push_back(std::move(field));
-                if (body)
-                    body_masked = true;
-                else
-                    masked_keys.push_back(key);
             }
         }
         if (bodies > 1)
             return PYTHON;  // a repeated body: the parser merges
-        if (edits.empty())
-            return UNCHANGED;
-        if (en.summary)
-            summarize(masked_keys, body_masked, end, edits);
-        return CHANGED;
+        if (en.summary) {
+            summarize(attributes, "redaction.", end, edits);
+            summarize(body_report, "redaction.body.", end, edits);
+        }
+        return edits.empty() ? UNCHANGED : CHANGED;
     }
 
-    /* The summary attributes `_Walk.summarize` appends: masked keys (debug) and count, for
-     * the attributes then for the body. */
-    void summarize(std::vector<std::string> &keys, bool body, size_t end,
+    /* The summary attributes `_Walk.summarize` appends for one report: masked then allowed
+     * keys (debug) and count, named `prefix` + masked.keys, ... */
+    void summarize(Report &report, const std::string &prefix, size_t end,
                    std::vector<Node> &edits) const
     {
-        auto add = [&](const char *name, const std::string *text, size_t count) {
-            Field at{layout.attributes, 2, end, end, end};
-            edits.push_back(leaf(at, summary_entry(name, text, count)));
-        };
-        if (!keys.empty()) {
-            std::sort(keys.begin(), keys.end());
+        for (auto [keys, kind] : {std::pair{&report.masked, "masked"},
+                                  std::pair{&report.allowed, "allowed"}}) {
+            if (keys->empty())
+                continue;
+            std::sort(keys->begin(), keys->end());
             std::string joined;
-            for (const std::string &k : keys)
+            for (const std::string &k : *keys)
                 joined += (joined.empty() ? "" : ",") + k;
+            Field at{layout.attributes, 2, end, end, end};
+            std::string name = prefix + kind;
             if (en.summary == 2)
-                add("redaction.masked.keys", &joined, 0);
-            add("redaction.masked.count", nullptr, keys.size());
-        }
-        if (body) {
-            static const std::string body_key = "body";
-            if (en.summary == 2)
-                add("redaction.body.masked.keys", &body_key, 0);
-            add("redaction.body.masked.count", nullptr, 1);
+                edits.push_back(leaf(at, summary_entry(name + ".keys", &joined, 0)));
+            edits.push_back(leaf(at, summary_entry(name + ".count", nullptr, keys->size())));
         }
     }
 };
@@ -646,7 +698,8 @@ bool set_layout(PyObject *spec, Layout &layout)
 }
 
 bool build(Engine &en, PyObject *patterns, PyObject *scan, PyObject *keys, PyObject *ignored,
-           PyObject *ignored_re, PyObject *mask, PyObject *logs, PyObject *traces)
+           PyObject *ignored_re, PyObject *mask, PyObject *logs, PyObject *traces,
+           PyObject *hasher, PyObject *allowed)
 {
     RE2::Options set_options;
     set_options.set_never_capture(true);
@@ -706,26 +759,52 @@ bool build(Engine &en, PyObject *patterns, PyObject *scan, PyObject *keys, PyObj
     if (text == nullptr)
         return false;
     en.mask.assign(text, size_t(n));
+    if (hasher != Py_None) {
+        if (!PyCallable_Check(hasher)) {
+            PyErr_SetString(PyExc_TypeError, "hasher must be callable or None");
+            return false;
+        }
+        en.hasher = Py_NewRef(hasher);
+    }
+    PyObject *rxs = PySequence_Fast(allowed, "allowed must be a sequence");
+    if (rxs == nullptr)
+        return false;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(rxs); i++) {
+        std::unique_ptr<RE2> rx = compile(PySequence_Fast_GET_ITEM(rxs, i), true, false);
+        if (!rx)
+            break;
+        en.allowed.push_back(std::move(rx));
+    }
+    Py_DECREF(rxs);
+    if (PyErr_Occurred())
+        return false;
     return set_layout(logs, en.layouts[0]) && set_layout(traces, en.layouts[1]);
 }
 
 int Redactor_init(RedactorObject *self, PyObject *args, PyObject *kwargs)
 {
     static const char *names[] = {"patterns", "scan", "keys", "ignored", "ignored_re",
-                                  "mask", "logs", "traces", "summary", nullptr};
+                                  "mask", "logs", "traces", "summary", "hasher", "allowed",
+                                  nullptr};
     PyObject *patterns, *scan, *keys, *ignored, *ignored_re, *mask, *logs, *traces;
+    PyObject *hasher = Py_None, *allowed = nullptr;
     int summary = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUOOOUOO|i", const_cast<char **>(names),
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUOOOUOO|iOO", const_cast<char **>(names),
                                      &patterns, &scan, &keys, &ignored, &ignored_re, &mask,
-                                     &logs, &traces, &summary))
+                                     &logs, &traces, &summary, &hasher, &allowed))
         return -1;
-    if (summary < 0 || summary > 2) {
-        PyErr_SetString(PyExc_ValueError, "summary must be 0 (silent), 1 (info) or 2 (debug)");
+    PyObject *no_allowed = PyTuple_New(0);
+    if (no_allowed == nullptr)
         return -1;
-    }
     auto engine = std::make_unique<Engine>();
     engine->summary = summary;
-    if (!build(*engine, patterns, scan, keys, ignored, ignored_re, mask, logs, traces))
+    bool ok = summary >= 0 && summary <= 2;
+    if (!ok)
+        PyErr_SetString(PyExc_ValueError, "summary must be 0 (silent), 1 (info) or 2 (debug)");
+    ok = ok && build(*engine, patterns, scan, keys, ignored, ignored_re, mask, logs, traces,
+                     hasher, allowed ? allowed : no_allowed);
+    Py_DECREF(no_allowed);
+    if (!ok)
         return -1;
     delete self->engine;
     self->engine = engine.release();
@@ -881,12 +960,14 @@ PyMODINIT_FUNC PyInit__redact(void)
     RedactorType.tp_basicsize = sizeof(RedactorObject);
     RedactorType.tp_flags = Py_TPFLAGS_DEFAULT;
     RedactorType.tp_doc =
-        "Redactor(patterns, scan, keys, ignored, ignored_re, mask, logs, traces, summary=0)\n\n"
+        "Redactor(patterns, scan, keys, ignored, ignored_re, mask, logs, traces, summary=0, "
+        "hasher=None, allowed=())\n\n"
         "patterns: (regex, group, refine) per value pattern; scan: the relaxed alternation "
         "of their scans and the key patterns; keys: the relaxed key alternation or None; "
         "ignored: keys whose values stay; ignored_re: a regex of more such keys or None; "
         "mask: the replacement text; logs, traces: (attributes field, body field or 0, walk "
-        "fields); summary: 0 silent, 1 info, 2 debug.";
+        "fields); summary: 0 silent, 1 info, 2 debug; hasher: hash_function's text -> digest "
+        "(instead of mask); allowed: the allowed_values regexes.";
     RedactorType.tp_new = PyType_GenericNew;
     RedactorType.tp_init = reinterpret_cast<initproc>(Redactor_init);
     RedactorType.tp_dealloc = reinterpret_cast<destructor>(Redactor_dealloc);

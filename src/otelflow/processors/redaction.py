@@ -20,9 +20,8 @@ When the first prefilter matches come thick enough to flag a quarter of the item
 the request takes the dense path instead (`redaction_dense`): exact matches over the whole
 request, one RE2 call per match, mapped to the string values they fall in.
 
-Logs and spans go first to the native masker (`otelflow._redact`, C++ over RE2) when the
-config needs nothing else than value patterns, the fixed mask, ignored keys and a summary
-(no `hash_function`, `allowed_values`, URL sanitizer or allow-list): it does the walk above
+Logs and spans go first to the native masker (`otelflow._redact`, C++ over RE2) unless the
+config needs an allow-list, the URL sanitizer or `redact_all_types`: it does the walk above
 over the request bytes and hands back, by index, the items, resources and scopes it leaves
 to the Python walk. The paths above stay the reference: the tests hold it to their output.
 """
@@ -470,12 +469,10 @@ class RedactionProcessor(Processor):
 
     def _native(self, config: RedactionConfig) -> Any:
         """The C++ masker (`otelflow._redact`) for logs and spans, when every change comes
-        from a value pattern (masked with the fixed mask) or a key the key patterns flag (left
-        to the Python walk)."""
+        from a value pattern or a key the key patterns flag (left to the Python walk)."""
         patterns = self.rules.patterns
         if (Redactor is None or self.check_all or self.prefilter is None or self.url_keys
-                or not config.allow_all_keys or not patterns or config.hash_function
-                or config.allowed_values
+                or not config.allow_all_keys or not patterns
                 or any(p.refine not in NATIVE_REFINES for p, _ in patterns)):
             return None
         layouts = item_layouts(config.redact_span_names)
@@ -486,7 +483,9 @@ class RedactionProcessor(Processor):
                 scan=_relaxed([p.scan for p, _ in patterns] + keys), keys=_relaxed(keys),
                 ignored=config.ignored_keys,
                 ignored_re=self.rules.ignored_rx.pattern if self.rules.ignored_rx else None,
-                mask=MASK_TEXT, summary=("silent", "info", "debug").index(config.summary),
+                mask=MASK_TEXT, hasher=self.rules.mask if config.hash_function else None,
+                allowed=config.allowed_values,
+                summary=("silent", "info", "debug").index(config.summary),
                 **{signal.value: (layout.attributes, layout.body, tuple(layout.walk))
                    for signal, layout in layouts.items()})
         except ValueError as exc:  # a pattern the system's RE2 does not take
