@@ -3,13 +3,14 @@
  * `Redactor.redact` does what the processor's per-value walk does to the string values of
  * log records and spans (their attributes, and log bodies), for the configurations that need
  * nothing but value patterns (with allowed_values, masked with the fixed mask or hashed),
- * ignored keys and a summary: it scans the whole request once with the relaxed value and key patterns together, and each string value
- * that scan touches is masked exactly as `Rules.mask_text` masks it: RE2::Set
- * names the patterns that match the value, each of them runs over the value alone, and the
- * refine steps of the built-in patterns (Luhn, mod-97, digit and address boundaries) are
- * ported from `redaction_patterns`. The changed values are spliced into the request bytes
- * (their records re-framed), so nothing is parsed or re-encoded. With `summary` info or debug,
- * an item with masked values gets the processor's `redaction.*` count (and keys) attributes.
+ * ignored keys and a summary. It scans the whole request once with the relaxed value and key
+ * patterns together, and each string value that scan touches is masked exactly as
+ * `Rules.mask_text` masks it: RE2::Set names the patterns that match the value, each of them
+ * runs over the value alone, and the refine steps of the built-in patterns (Luhn, mod-97,
+ * digit and address boundaries) are ported from `redaction_patterns`. The changed values are
+ * spliced into the request bytes (their records re-framed), so nothing is parsed or
+ * re-encoded. With `summary` info or debug, an item with masked or spared values gets the
+ * processor's `redaction.*` counts (and keys) attributes.
  *
  * What this does not follow is named in the result for the Python walk: items with a touched
  * attribute whose key the key patterns match (decided once per distinct key), or with a
@@ -412,11 +413,6 @@ struct Pass {
     Bytes p;
     Hits hits;  // of the relaxed value and key patterns
     std::vector<int> which;  // reused by RE2::Set::Match
-
-    bool touched(size_t start, size_t end)
-    {
-        return hits.touch(start, end);
-    }
 
     /* Rules.mask_text for the string p[start:end] into `masked`; `exempted` when
      * allowed_values spared a match. MALFORMED with a Python error when the hasher fails. */
@@ -863,14 +859,14 @@ Outcome level(Pass &pass, Depth depth, Node &node, size_t rx, size_t sx, Listed 
         if (f.wire != 2 || f.number < 1 || f.number > 2 || (depth == REQUEST && f.number != 1))
             continue;
         if (depth != REQUEST && f.number == 1) {  // the resource or the scope
-            if (pass.touched(f.start, f.end)
+            if (pass.hits.touch(f.start, f.end)
                 && !append(depth == RESOURCE ? listed.resources : listed.scopes,
                            depth == RESOURCE ? PyLong_FromSize_t(rx) : index_tuple({rx, sx})))
                 return MALFORMED;
             continue;
         }
         size_t at = index++;
-        if (!pass.touched(f.start, f.end))
+        if (!pass.hits.touch(f.start, f.end))
             continue;
         Node child = container(f);
         Outcome o;
