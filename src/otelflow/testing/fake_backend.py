@@ -46,7 +46,6 @@ class FakeBackend:
         self.delay = delay  # seconds spent on every accepted request (a slow backend)
         self.attempts: list[float] = []  # monotonic time of every request received
         self._scripted: list[Mode] = []  # answers for the next requests, before `mode`
-        self.accepted: list[Batch] = []
         # each accepted request with its gRPC metadata / HTTP headers (keys lower-cased)
         self.requests: list[tuple[Batch, dict[str, str]]] = []
         self._lock = threading.Lock()
@@ -125,7 +124,6 @@ class FakeBackend:
             if self.record is not None:
                 self.record(batch)
             else:
-                self.accepted.append(batch)
                 self.requests.append((batch, headers))
 
     def _handler(self, signal: Signal):
@@ -165,17 +163,20 @@ class FakeBackend:
 
     # -- what arrived -----------------------------------------------------------------------
 
+    @property
+    def accepted(self) -> list[Batch]:
+        """The accepted batches, in order (a copy)."""
+        with self._lock:
+            return [batch for batch, _headers in self.requests]
+
     def span_counts(self) -> Counter[bytes]:
         """Span id -> number of times the backend accepted it."""
-        with self._lock:
-            batches = list(self.accepted)
-        return Counter(span.span_id for b in batches if b.signal is Signal.TRACES
+        return Counter(span.span_id for b in self.accepted if b.signal is Signal.TRACES
                        for _r, scope in iter_scopes(Signal.TRACES, b.message)
                        for span in scope.spans)
 
     def items(self) -> int:
-        with self._lock:
-            return sum(b.item_count() for b in self.accepted)
+        return sum(b.item_count() for b in self.accepted)
 
     def wait_for_items(self, n: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
