@@ -199,6 +199,11 @@ class MemoryQueue:
         return entries
 
 
+def _metadata_key(key: str) -> str:
+    """Where the metadata of the request stored at `key` (`q/<seq>/...`) is: `m/<seq>`."""
+    return "m/" + key.split("/")[1]
+
+
 class PersistentQueue(MemoryQueue):
     """A `MemoryQueue` whose requests live in a storage client until the backend took them.
 
@@ -215,10 +220,10 @@ class PersistentQueue(MemoryQueue):
         super().__init__(settings, exporter_id)
         self.client = client
         self._seq = itertools.count()
-        self._with_metadata: set[str] = set()  # the seq of stored requests that have some
+        self._with_metadata: set[str] = set()  # the `m/<seq>` keys stored
 
     async def open(self) -> None:
-        self._with_metadata = {key[2:] for key in await self.client.keys("m/")}
+        self._with_metadata = set(await self.client.keys("m/"))
         last = -1
         for key in await self.client.keys("q/"):
             try:
@@ -233,16 +238,16 @@ class PersistentQueue(MemoryQueue):
         self._seq = itertools.count(last + 1)
 
     async def _store(self, entry: Entry, batch: Batch) -> None:
-        seq = f"{next(self._seq):016x}"
-        entry.key = f"q/{seq}/{entry.signal.value}/{entry.items}"
+        entry.key = f"q/{next(self._seq):016x}/{entry.signal.value}/{entry.items}"
         # While consumers keep up, keep the request in memory too and skip reading it back;
         # a backlog beyond that lives on disk only, so memory stays bounded.
         if len(self._entries) >= 2 * self.settings.num_consumers:
             entry.batch = None
         sets = {entry.key: batch.to_bytes()}
         if batch.metadata is not None:
-            sets[f"m/{seq}"] = json.dumps(dict(batch.metadata)).encode()
-            self._with_metadata.add(seq)
+            key = _metadata_key(entry.key)
+            sets[key] = json.dumps(dict(batch.metadata)).encode()
+            self._with_metadata.add(key)
         await self.client.batch(sets=sets)
 
     async def load(self, entry: Entry) -> Batch | None:
@@ -252,10 +257,10 @@ class PersistentQueue(MemoryQueue):
         raw = await self.client.get(entry.key)
         if raw is None:
             return None
-        seq = entry.key.split("/")[1]
+        key = _metadata_key(entry.key)
         metadata = None
-        if seq in self._with_metadata:
-            stored = await self.client.get(f"m/{seq}")
+        if key in self._with_metadata:
+            stored = await self.client.get(key)
             metadata = Metadata(json.loads(stored)) if stored is not None else None
         return Batch(entry.signal, raw=raw, metadata=metadata)
 
@@ -265,10 +270,10 @@ class PersistentQueue(MemoryQueue):
         entry.batch = None
         if entry.key is not None:
             deletes = [entry.key]
-            seq = entry.key.split("/")[1]
-            if seq in self._with_metadata:
-                self._with_metadata.discard(seq)
-                deletes.append(f"m/{seq}")
+            key = _metadata_key(entry.key)
+            if key in self._with_metadata:
+                self._with_metadata.discard(key)
+                deletes.append(key)
             self.client.submit(deletes=deletes).add_done_callback(self._delete_failed)
 
     def _delete_failed(self, future: asyncio.Future) -> None:
