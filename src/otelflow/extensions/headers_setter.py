@@ -90,7 +90,6 @@ class HeadersSetter(Component):
 
     def set_request_headers(self, headers: dict[str, str], metadata: Metadata | None) -> None:
         for rule in self._rules:
-            present = next((k for k in headers if k.lower() == rule.lower), None)
             if rule.action == "delete":
                 for k in [k for k in headers if k.lower() == rule.lower]:
                     del headers[k]
@@ -98,6 +97,7 @@ class HeadersSetter(Component):
             value = rule.resolve(metadata)
             if value is None:
                 continue
+            present = next((k for k in headers if k.lower() == rule.lower), None)
             if present is None:
                 if rule.action != "update":
                     headers[rule.key] = value

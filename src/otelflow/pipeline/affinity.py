@@ -134,8 +134,7 @@ class Affinity(Component):
             "sending_queue": FORWARD_QUEUE, "retry_on_failure": FORWARD_RETRY})
         settings = self._settings(Kind.EXPORTER, cid, self.metrics)
         return ExporterChain(OTLPExporter(settings, config, forward_metadata=True), config, cid,
-                             self.metrics,
-                             settings.logger)
+                             self.metrics, settings.logger)
 
     async def start(self, host: Host) -> None:
         for chain in self.chains:
