@@ -1,18 +1,18 @@
 # syntax=docker/dockerfile:1
-# Stage 1: build the otelflow wheel (its C extension needs gcc, its C++ one g++ and RE2's
-# headers; the image's Python brings its own) and collect wheels of every dependency (all of them ship manylinux wheels). The
-# compiler and pip's build tooling stay in this stage.
+# Stage 1: build the otelflow wheel and collect wheels of every dependency (all of them ship
+# manylinux wheels). Its extensions need gcc, g++ and the headers of RE2 and nghttp2 (the
+# image's Python brings its own); the compilers and pip's build tooling stay in this stage.
 FROM python:3.11-slim-bookworm AS build
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc g++ libc6-dev libre2-dev \
+    && apt-get install -y --no-install-recommends gcc g++ libc6-dev libre2-dev libnghttp2-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fast]"
 
-# Stage 2: the runtime image: wheels and RE2's shared library only, no build tools, non-root.
+# Stage 2: the runtime image: wheels and the shared libraries of RE2 and nghttp2 only, no build tools, non-root.
 FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="otelflow" \
       org.opencontainers.image.description="OpenTelemetry-Collector-style pipeline in Python"
@@ -20,7 +20,7 @@ COPY --from=build /wheels /wheels
 # The project's own wheel from a local wheelhouse (--no-index): its pins are in pyproject.toml.
 # hadolint ignore=DL3008,DL3013
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libre2-9 \
+    && apt-get install -y --no-install-recommends libre2-9 libnghttp2-14 \
     && rm -rf /var/lib/apt/lists/* \
     && pip install --no-cache-dir --no-index --find-links=/wheels otelflow[fast] \
     && rm -rf /wheels \

@@ -6,7 +6,7 @@ CONFIG ?=
 
 .PHONY: run test lint bench clean
 
-$(VENV)/.installed: pyproject.toml setup.py src/otelflow/_native.c src/otelflow/_redact.cpp
+$(VENV)/.installed: pyproject.toml setup.py src/otelflow/_native.c src/otelflow/_redact.cpp src/otelflow/_h2.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -25,4 +25,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info src/otelflow/_native.*.so src/otelflow/_redact.*.so
+	rm -rf $(VENV) build *.egg-info src/*.egg-info src/otelflow/_native.*.so src/otelflow/_redact.*.so src/otelflow/_h2.*.so

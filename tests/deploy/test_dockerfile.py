@@ -40,7 +40,8 @@ def test_multi_stage_slim_non_root():
     for tool in ("gcc", "g++", "build-essential", "-dev"):
         assert tool not in final, f"{tool} in the final image"
     runtime = re.search(r"apt-get install -y --no-install-recommends ([^\\]+)", final)
-    assert runtime and runtime.group(1).split() == ["libre2-9"], "only RE2's runtime library"
+    assert runtime and runtime.group(1).split() == ["libre2-9", "libnghttp2-14"], \
+        "only the runtime libraries of RE2 and nghttp2"
 
 
 def test_entrypoint_cmd_ports_healthcheck():
@@ -71,5 +72,5 @@ def test_first_stage_builds_a_wheel_with_the_default_config(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "otelflow/default.yaml" in names
     assert "otelflow/cli.py" in names
-    for module in ("_native", "_redact"):
+    for module in ("_native", "_redact", "_h2"):
         assert any(re.fullmatch(rf"otelflow/{module}\..*\.so", name) for name in names), module

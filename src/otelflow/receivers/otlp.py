@@ -28,6 +28,7 @@ from otelflow.config.tls import TLSServerSettings
 from otelflow.config.types import ByteSize, ConfigModel, Duration, millisecond_args
 from otelflow.otlp_check import InvalidIds, MalformedRequest, checked_batch
 from otelflow.pdata import Batch, Metadata, Signal
+from otelflow.receivers import otlp_grpc
 from otelflow.receivers.otlp_http import SUPPORTED_ENCODINGS, HttpServer
 
 # Between this collector's own worker processes (`pipeline.affinity`): a forwarded batch's
@@ -189,7 +190,7 @@ class OTLPReceiver(Component):
         # several workers share the ports (the kernel spreads connections); alone, a second
         # collector on the same port must fail instead of silently splitting the traffic
         self.reuse_port = settings.workers > 1
-        self._grpc_server: grpc.aio.Server | None = None
+        self._grpc_server: grpc.aio.Server | otlp_grpc.GrpcServer | None = None
         self._grpc_auth: ServerAuthenticator | None = None
         self.grpc_port: int | None = None
         self._http: HttpServer | None = None
@@ -253,6 +254,22 @@ class OTLPReceiver(Component):
     # -- gRPC -------------------------------------------------------------------------------
 
     async def _start_grpc(self, cfg: GrpcSettings) -> None:
+        routes = {f"/{GRPC_SERVICES[signal]}/Export": self._grpc_route(signal)
+                  for signal in self.consumers}
+        if otlp_grpc.supports(cfg):
+            server = otlp_grpc.GrpcServer(cfg, routes, self.log, self.reuse_port)
+            try:
+                await server.start()
+            except OSError as exc:
+                raise OSError(f"cannot listen on {cfg.endpoint} (gRPC): {exc.strerror or exc}") from exc
+            self._grpc_server, self.grpc_port = server, server.port
+        else:
+            self._grpc_server, self.grpc_port = await self._start_grpc_aio(cfg, routes)
+        self.log.info("OTLP gRPC receiver listening", endpoint=cfg.endpoint, port=self.grpc_port)
+
+    async def _start_grpc_aio(self, cfg: GrpcSettings,
+                              routes: dict[str, otlp_grpc.Route]) -> tuple[grpc.aio.Server, int]:
+        """grpc.aio's server, for the settings `otlp_grpc` does not cover (keepalive)."""
         limit = cfg.max_recv_msg_size_mib * 1024 * 1024
         options = [("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", int(self.reuse_port))]
         if cfg.max_concurrent_streams:
@@ -260,13 +277,7 @@ class OTLPReceiver(Component):
         if cfg.keepalive is not None:
             options += cfg.keepalive.channel_options()
         server = grpc.aio.server(options=options)
-        handlers = {
-            GRPC_SERVICES[signal]: {"Export": grpc.unary_unary_rpc_method_handler(
-                self._grpc_handler(signal))}
-            for signal in self.consumers
-        }
-        server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler(name, methods) for name, methods in handlers.items()])
+        server.add_generic_rpc_handlers([_AioRoutes(routes)])
         try:
             port = self._add_port(server, cfg)
         except RuntimeError:  # grpc raises instead of returning 0 in recent versions
@@ -274,8 +285,7 @@ class OTLPReceiver(Component):
         if not port:
             raise OSError(f"cannot listen on {cfg.endpoint} (gRPC): address in use or invalid")
         await server.start()
-        self._grpc_server, self.grpc_port = server, port
-        self.log.info("OTLP gRPC receiver listening", endpoint=cfg.endpoint, port=port)
+        return server, port
 
     @staticmethod
     def _add_port(server: grpc.aio.Server, cfg: GrpcSettings) -> int:
@@ -286,9 +296,9 @@ class OTLPReceiver(Component):
             [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
         return server.add_secure_port(cfg.address, credentials)
 
-    async def _checked(self, signal: Signal, request: bytes,
-                       context: grpc.aio.ServicerContext) -> Batch:
-        """The checked request; malformed ones and wrong id lengths abort INVALID_ARGUMENT."""
+    def _checked(self, signal: Signal, request: bytes) -> Batch | otlp_grpc.Reply:
+        """The checked request, or the INVALID_ARGUMENT reply for a malformed one or wrong id
+        lengths."""
         try:
             return checked_batch(signal, request)
         except MalformedRequest as exc:
@@ -296,39 +306,64 @@ class OTLPReceiver(Component):
         except InvalidIds as exc:
             refusal = f"invalid OTLP request: {exc}"
         self.refused_request(signal, "grpc")
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+        return otlp_grpc.Reply(grpc.StatusCode.INVALID_ARGUMENT, refusal)
 
-    def _grpc_handler(self, signal: Signal):
+    def _grpc_route(self, signal: Signal) -> otlp_grpc.Route:
         include_metadata = self.config.protocols.grpc is not None and \
             self.config.protocols.grpc.include_metadata
+        Reply, StatusCode = otlp_grpc.Reply, grpc.StatusCode
 
-        async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            if self._grpc_auth is not None and not self._grpc_auth.authenticate(
-                    dict(context.invocation_metadata() or ())):
+        async def export(request: bytes, metadata: otlp_grpc.Metadata) -> otlp_grpc.Reply:
+            if self._grpc_auth is not None and not self._grpc_auth.authenticate(dict(metadata)):
                 self.refused_request(signal, "grpc")
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid credentials")
+                return Reply(StatusCode.UNAUTHENTICATED, "missing or invalid credentials")
             if self.trusted:
-                batch = Batch(signal, raw=request,
-                              metadata=forwarded_metadata(context.invocation_metadata()))
+                batch = Batch(signal, raw=request, metadata=forwarded_metadata(metadata))
             else:
-                batch = await self._checked(signal, request, context)
+                batch = self._checked(signal, request)
+                if isinstance(batch, Reply):
+                    return batch
             if include_metadata:
-                batch.metadata = grpc_metadata(context.invocation_metadata())
+                batch.metadata = grpc_metadata(metadata)
             try:
                 await self.deliver(batch, "grpc")
             except PartiallyRejected as exc:
                 response = signal.response_type()
                 setattr(response.partial_success, signal.rejected_field, exc.rejected)
                 response.partial_success.error_message = str(exc)
-                return response.SerializeToString()
+                return Reply(response=response.SerializeToString())
             except PermanentError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                return Reply(StatusCode.INVALID_ARGUMENT, str(exc))
             except RetryableError as exc:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc),
-                                    trailing_metadata=retry_info_metadata(str(exc), exc.retry_after))
-            return b""  # an empty Export*ServiceResponse: full success
+                return Reply(StatusCode.UNAVAILABLE, str(exc),
+                             trailing=retry_info_metadata(str(exc), exc.retry_after))
+            return _FULL_SUCCESS
 
         return export
+
+
+_FULL_SUCCESS = otlp_grpc.Reply()  # an empty Export*ServiceResponse
+
+
+class _AioRoutes(grpc.GenericRpcHandler):
+    """The routes as grpc.aio handlers: raw bytes in and out, a failed reply aborts the call."""
+
+    def __init__(self, routes: dict[str, otlp_grpc.Route]):
+        self._handlers = {path: grpc.unary_unary_rpc_method_handler(self._handler(route))
+                          for path, route in routes.items()}
+
+    def service(self, handler_call_details):
+        return self._handlers.get(handler_call_details.method)
+
+    @staticmethod
+    def _handler(route: otlp_grpc.Route):
+        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            reply = await route(request, context.invocation_metadata() or ())
+            if reply.code is not grpc.StatusCode.OK:
+                await context.abort(reply.code, reply.message, trailing_metadata=reply.trailing)
+            return reply.response
+
+        return handle
 
 
 def grpc_metadata(metadata) -> Metadata:

@@ -1,0 +1,240 @@
+"""The OTLP receiver's gRPC server: unary calls over HTTP/2 sessions in C (`otelflow._h2`, on
+nghttp2), one asyncio protocol per connection and one task per call.
+
+grpc.aio pays for every call in several hops between the event loop and gRPC's poller thread;
+here a call costs one `feed()` that hands over the complete request and one write that carries
+the answer. The receiver uses this server whenever its settings allow (see `supports`) and
+grpc.aio otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
+
+import grpc
+
+try:
+    from otelflow._h2 import ProtocolError, Session
+except ImportError:  # built without nghttp2 (setup.py): the receiver keeps grpc.aio
+    Session = None
+
+Metadata = Sequence[tuple[str, str | bytes]]
+
+
+class Reply(NamedTuple):
+    """A call's outcome: the status and, for OK, the serialized response message."""
+
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    message: str = ""
+    response: bytes = b""
+    trailing: tuple[tuple[str, bytes], ...] = ()
+
+
+Route = Callable[[bytes, Metadata], Awaitable[Reply]]
+
+ACCEPTED_ENCODINGS = b"identity,deflate,gzip"
+_ZLIB_WBITS = {"gzip": 31, "deflate": 15}
+_HEADERS_OK = [(b":status", b"200"), (b"content-type", b"application/grpc"),
+               (b"grpc-accept-encoding", ACCEPTED_ENCODINGS)]
+_TRAILERS_OK = [(b"grpc-status", b"0")]
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def supports(cfg) -> bool:
+    """Whether this server covers the receiver's gRPC settings (`GrpcSettings`): everything
+    but keepalive, which stays with grpc.aio."""
+    return Session is not None and cfg.keepalive is None
+
+
+def percent_encoded(message: str) -> bytes:
+    """`grpc-message`'s encoding: bytes outside printable ASCII, and '%', as %XX."""
+    return b"".join(bytes((b,)) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b
+                    for b in message.encode())
+
+
+def call_metadata(headers: list[tuple[str, str]]) -> list[tuple[str, str | bytes]]:
+    """A call's metadata as grpc.aio's `invocation_metadata()` gives it: without the headers
+    gRPC itself uses, `-bin` values decoded from base64."""
+    metadata: list[tuple[str, str | bytes]] = []
+    for key, value in headers:
+        if key.startswith("grpc-") or key in ("content-type", "te"):
+            continue
+        if key.endswith("-bin"):
+            try:
+                metadata.append((key, base64.b64decode(value + "=" * (-len(value) % 4), validate=True)))
+            except binascii.Error:
+                continue
+        else:
+            metadata.append((key, value))
+    return metadata
+
+
+def _error_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
+    headers = [(b":status", b"200"), (b"content-type", b"application/grpc"),
+               (b"grpc-status", b"%d" % reply.code.value[0])]
+    if reply.message:
+        headers.append((b"grpc-message", percent_encoded(reply.message)))
+    for key, value in reply.trailing:
+        encoded = base64.b64encode(value) if key.endswith("-bin") else value
+        headers.append((key.encode(), encoded if isinstance(encoded, bytes) else encoded.encode()))
+    return headers
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: bytes in through the session, complete calls out to the server."""
+
+    def __init__(self, server: GrpcServer):
+        self.server = server
+        self.session = Session(server.max_message, server.max_concurrent_streams or 0)
+        self.transport: asyncio.Transport | None = None
+        self._flush_scheduled = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+        self.flush()  # the server's SETTINGS
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            calls = self.session.feed(data)
+        except ProtocolError as exc:
+            self.server.log.debug("closing a gRPC connection", reason=str(exc))
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for call in calls:
+            self.server.dispatch(self, *call)
+        self.flush()
+
+    def answer(self, stream_id: int, reply: Reply) -> None:
+        if self.transport is None:
+            return
+        if reply.code is grpc.StatusCode.OK:
+            self.session.respond(stream_id, _HEADERS_OK, reply.response, _TRAILERS_OK)
+        else:
+            self.session.respond(stream_id, _error_headers(reply))
+        if not self._flush_scheduled:  # answers finished in the same loop turn share a write
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self.transport is None:
+            return
+        out = self.session.send()
+        if out:
+            self.transport.write(out)
+        if not self.session.open():
+            self.transport.close()
+
+    def goaway(self) -> None:
+        if self.transport is not None:
+            self.session.goaway()
+            self.flush()
+
+
+class GrpcServer:
+    """Serves `routes` ({"/package.Service/Method": route}) on `cfg`'s endpoint
+    (`GrpcSettings`)."""
+
+    def __init__(self, cfg, routes: dict[str, Route], log, reuse_port: bool = False):
+        self.cfg = cfg
+        self.routes = routes
+        self.log = log
+        self.reuse_port = reuse_port
+        self.max_message = cfg.max_recv_msg_size_mib * 1024 * 1024
+        self.max_concurrent_streams = cfg.max_concurrent_streams
+        self.connections: set[_Connection] = set()
+        self.port: int | None = None
+        self._calls: set[asyncio.Task] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        context = None
+        if self.cfg.tls is not None:
+            context = self.cfg.tls.server_context()
+            context.set_alpn_protocols(["h2"])
+        factory = lambda: _Connection(self)  # noqa: E731
+        if self.cfg.transport == "unix":
+            self._server = await loop.create_unix_server(factory, self.cfg.endpoint, ssl=context)
+            return
+        host, _, port = self.cfg.endpoint.rpartition(":")
+        self._server = await loop.create_server(
+            factory, host.strip("[]") or None, int(port), ssl=context, reuse_address=True,
+            reuse_port=self.reuse_port or None, backlog=4096)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; answer the calls in flight for up to `grace` seconds, then close."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for connection in list(self.connections):
+            connection.goaway()
+        if self._calls:
+            await asyncio.wait(list(self._calls), timeout=grace)
+        for call in list(self._calls):
+            call.cancel()
+        await asyncio.sleep(0)  # let the last answers' writes be scheduled
+        for connection in list(self.connections):
+            connection.flush()
+            if connection.transport is not None:
+                connection.transport.close()
+
+    def dispatch(self, connection: _Connection, stream_id: int, path: str | None,
+                 content_type: str | None, encoding: str | None, headers: list,
+                 compressed: int, message: bytes | None, status: int, error: str | None) -> None:
+        """Start one complete call, or answer it at once when it cannot be served."""
+        if status:
+            return connection.answer(stream_id, Reply(_STATUS[status], error or ""))
+        if content_type is None or not content_type.startswith("application/grpc"):
+            connection.session.respond(stream_id, [(b":status", b"415")])
+            return
+        route = self.routes.get(path or "")
+        if route is None:
+            return connection.answer(stream_id, Reply(grpc.StatusCode.UNIMPLEMENTED,
+                                                      f"unknown method {path}"))
+        if compressed:
+            message, refusal = self._decompressed(message, encoding)
+            if refusal is not None:
+                return connection.answer(stream_id, refusal)
+        task = asyncio.get_running_loop().create_task(
+            self._serve(connection, stream_id, route, message, headers))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _serve(self, connection: _Connection, stream_id: int, route: Route,
+                     message: bytes, headers: list) -> None:
+        try:
+            reply = await route(message, call_metadata(headers))
+        except Exception as exc:  # a bug in a route must not leave the call unanswered
+            self.log.exception("gRPC call failed")
+            reply = Reply(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+        connection.answer(stream_id, reply)
+
+    def _decompressed(self, message: bytes, encoding: str | None) -> tuple[bytes, Reply | None]:
+        wbits = _ZLIB_WBITS.get(encoding or "")
+        if wbits is None:
+            return b"", Reply(grpc.StatusCode.UNIMPLEMENTED,
+                              f"grpc-encoding {encoding!r} is not supported; "
+                              f"use one of {ACCEPTED_ENCODINGS.decode()}")
+        inflater = zlib.decompressobj(wbits)
+        try:
+            plain = inflater.decompress(message, self.max_message + 1)
+        except zlib.error as exc:
+            return b"", Reply(grpc.StatusCode.INTERNAL, f"cannot decompress the message: {exc}")
+        if len(plain) > self.max_message:
+            return b"", Reply(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"decompressed message larger than max ({self.max_message})")
+        return plain, None
