@@ -196,6 +196,8 @@ async def _drive(args, pool, send, error_type) -> dict:
                 code = str(exc.code() if hasattr(exc, "code") else exc)
                 stats["errors"][code] = stats["errors"].get(code, 0) + 1
                 stats["refused_items"] += args.items
+                if args.backoff:  # as an SDK would, instead of hammering a full collector
+                    await asyncio.sleep(args.backoff)
             i += args.concurrency
 
     start = time.monotonic()
@@ -221,6 +223,8 @@ def parse_args(argv=None):
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--requests", type=int, default=0, help="stop after this many requests")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--backoff", type=float, default=0.05,
+                   help="seconds a worker waits after a refused request (0: none)")
     p.add_argument("--connections", type=int, default=1, help="gRPC connections (round robin)")
     p.add_argument("--pool", type=int, default=16, help="distinct pre-built requests")
     return p.parse_args(argv)

@@ -48,6 +48,7 @@ typedef struct {
     Stream *streams;
     PyObject *done;      /* requests completed during one feed() */
     size_t max_message;
+    Py_ssize_t pings;    /* PING frames received from the client (not acks) */
     int failed;          /* a Python error is set inside a callback */
 } Session;
 
@@ -228,6 +229,8 @@ static int deliver(Session *self, Stream *s)
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     Session *self = user;
+    if (frame->hd.type == NGHTTP2_PING && !(frame->hd.flags & NGHTTP2_FLAG_ACK))
+        self->pings++;
     if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     if (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS)
@@ -502,21 +505,48 @@ static PyObject *Session_respond(Session *self, PyObject *args)
     return PyBool_FromLong(rc == 0);
 }
 
-PyDoc_STRVAR(goaway_doc, "goaway() -> tell the client no new stream will be served; the "
-                         "streams already open are still answered.");
+PyDoc_STRVAR(goaway_doc, "goaway(error_code=0, debug=b'') -> tell the client no new stream "
+                         "will be served; the streams already open are still answered.");
 
-static PyObject *Session_goaway(Session *self, PyObject *unused)
+static PyObject *Session_goaway(Session *self, PyObject *args)
 {
-    if (!ready(self))
+    unsigned int error_code = NGHTTP2_NO_ERROR;
+    Py_buffer debug = {0};
+    if (!ready(self) || !PyArg_ParseTuple(args, "|Iy*", &error_code, &debug))
         return NULL;
     int rc = nghttp2_submit_goaway(self->session, NGHTTP2_FLAG_NONE,
                                    nghttp2_session_get_last_proc_stream_id(self->session),
-                                   NGHTTP2_NO_ERROR, NULL, 0);
+                                   error_code, debug.buf, (size_t)debug.len);
+    if (debug.obj)
+        PyBuffer_Release(&debug);
     if (rc != 0) {
         PyErr_Format(ProtocolError, "nghttp2: %s", nghttp2_strerror(rc));
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ping_doc, "ping() -> queue a PING for the client to answer.");
+
+static PyObject *Session_ping(Session *self, PyObject *unused)
+{
+    if (!ready(self))
+        return NULL;
+    int rc = nghttp2_submit_ping(self->session, NGHTTP2_FLAG_NONE, NULL);
+    if (rc != 0) {
+        PyErr_Format(ProtocolError, "nghttp2: %s", nghttp2_strerror(rc));
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(pings_doc, "pings() -> the PINGs the client sent since the last call.");
+
+static PyObject *Session_pings(Session *self, PyObject *unused)
+{
+    Py_ssize_t pings = self->pings;
+    self->pings = 0;
+    return PyLong_FromSsize_t(pings);
 }
 
 PyDoc_STRVAR(open_doc, "open() -> whether the connection still reads or has bytes to write.");
@@ -533,7 +563,9 @@ static PyMethodDef Session_methods[] = {
     {"feed", (PyCFunction)Session_feed, METH_O, feed_doc},
     {"send", (PyCFunction)Session_send, METH_NOARGS, send_doc},
     {"respond", (PyCFunction)Session_respond, METH_VARARGS, respond_doc},
-    {"goaway", (PyCFunction)Session_goaway, METH_NOARGS, goaway_doc},
+    {"goaway", (PyCFunction)Session_goaway, METH_VARARGS, goaway_doc},
+    {"ping", (PyCFunction)Session_ping, METH_NOARGS, ping_doc},
+    {"pings", (PyCFunction)Session_pings, METH_NOARGS, pings_doc},
     {"open", (PyCFunction)Session_open, METH_NOARGS, open_doc},
     {NULL},
 };

@@ -1,5 +1,7 @@
 """OTLP/gRPC receiver status mapping: malformed -> INVALID_ARGUMENT, permanent ->
-INVALID_ARGUMENT, backpressure -> UNAVAILABLE with RetryInfo that Go and Python SDKs read."""
+INVALID_ARGUMENT, backpressure -> UNAVAILABLE with RetryInfo that Go and Python SDKs read.
+Each test runs on both servers: the receiver's own (`otlp_grpc`) and grpc.aio, which it uses
+when that extension is not built."""
 
 from __future__ import annotations
 
@@ -10,9 +12,17 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from otelflow.component import PermanentError, RetryableError
+from otelflow.receivers import otlp_grpc
 from otelflow.testing import build
 from otelflow.testing.process import free_port
 from otelflow.testing.sink import CaptureExporter, running_service
+
+
+@pytest.fixture(autouse=True, params=["otlp_grpc", "grpc.aio"])
+def server(request, monkeypatch):
+    monkeypatch.setattr(otlp_grpc, "AVAILABLE", request.param == "otlp_grpc")
+    return request.param
+
 
 CONFIG = """
 receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}"}}}}}}}}
@@ -83,13 +93,15 @@ async def test_keepalive_max_connection_age_closes_connections():
     assert sink.items() == 2
 
 
-async def test_unix_transport(tmp_path):
+async def test_unix_transport(tmp_path, server):
     path = tmp_path / "otlp.sock"
     config = CONFIG.replace('endpoint: "127.0.0.1:{port}"',
                             f'endpoint: "{path}", transport: unix')
     sink = CaptureExporter()
-    async with running_service(config.format(port=0), {"debug": sink}), \
+    async with running_service(config.format(port=0), {"debug": sink}) as service, \
             grpc.aio.insecure_channel(f"unix:{path}") as channel:
+        serving = service.receivers["otlp"]._grpc_server
+        assert isinstance(serving, otlp_grpc.GrpcServer) == (server == "otlp_grpc")
         export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
         await export(build.traces(build.span("s")).SerializeToString(), timeout=5)
     assert sink.items() == 1

@@ -6,6 +6,7 @@ connection and the other calls keep flowing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import struct
 import zlib
@@ -22,7 +23,7 @@ from otelflow import _h2
 from otelflow.component import PermanentError
 from otelflow.pdata import Signal
 from otelflow.receivers import otlp_grpc
-from otelflow.receivers.otlp import GRPC_SERVICES, GrpcSettings, KeepaliveSettings
+from otelflow.receivers.otlp import GRPC_SERVICES
 from otelflow.testing.data import sample_request
 from otelflow.testing.process import free_port
 from otelflow.testing.sink import CaptureExporter, running_service
@@ -52,11 +53,6 @@ async def export(port: int, body: bytes, method: str = EXPORT, **kwargs) -> grpc
         except grpc.aio.AioRpcError as exc:
             return exc.code()
     return grpc.StatusCode.OK
-
-
-def test_the_receiver_serves_with_its_own_server_unless_keepalive_is_set():
-    assert otlp_grpc.supports(GrpcSettings())
-    assert not otlp_grpc.supports(GrpcSettings(keepalive=KeepaliveSettings()))
 
 
 @pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
@@ -156,6 +152,8 @@ class RawClient:
             client_side=True, header_encoding="utf-8", validate_outbound_headers=False))
         self.responses: dict[int, dict] = {}
         self.closed = False
+        self.goaway: h2.events.ConnectionTerminated | None = None
+        self.pings = 0  # PINGs from the server (h2 answers them)
 
     async def __aenter__(self) -> RawClient:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -204,8 +202,17 @@ class RawClient:
                 response["ended"] = True
                 response["reset"] = isinstance(event, h2.events.StreamReset)
             elif isinstance(event, h2.events.ConnectionTerminated):
-                self.closed = True
+                self.goaway = event
+            elif isinstance(event, h2.events.PingReceived):
+                self.pings += 1
         self.flush()
+
+    async def read_for(self, seconds: float) -> None:
+        """Read (and answer PINGs) for `seconds`, or until the server closes."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while not self.closed:
+                    await self.read()
 
 
 def grpc_status(outcome: dict) -> int:
@@ -268,6 +275,60 @@ async def test_a_connection_speaking_garbage_is_closed_and_others_are_served():
         writer.close()
         assert await export(port, traces(3)) == grpc.StatusCode.OK
     assert sink.items() == 3
+
+
+# -- keepalive (the grpc-go semantics of `keepalive.server_parameters`/`enforcement_policy`) --
+
+
+async def test_keepalive_idle_connections_get_a_goaway():
+    port, sink = free_port(), CaptureExporter()
+    extra = ", keepalive: {server_parameters: {max_connection_idle: 300ms}}"
+    async with serving(sink, port, extra) as service, RawClient(port) as client:
+        assert isinstance(service.receivers["otlp"]._grpc_server, otlp_grpc.GrpcServer)
+        assert grpc_status(await client.outcome(client.call(grpc_frame(traces(1))))) == 0
+        await client.read_for(0.15)
+        assert client.goaway is None  # idle for less than 300 ms
+        await client.read_for(2)
+    assert client.goaway is not None and client.goaway.error_code == 0
+    assert client.closed
+
+
+async def test_keepalive_pings_quiet_clients_and_closes_silent_ones():
+    port, sink = free_port(), CaptureExporter()
+    extra = ", keepalive: {server_parameters: {time: 1s, timeout: 300ms}}"
+    async with serving(sink, port, extra), RawClient(port) as answering:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        await answering.read_for(3.5)
+        async with asyncio.timeout(1):  # the silent client: closed ~1.3 s after its last bytes
+            while await reader.read(65536):
+                pass
+        writer.close()
+        assert answering.pings >= 2 and not answering.closed
+        assert grpc_status(await answering.outcome(answering.call(grpc_frame(traces(1))))) == 0
+
+
+@pytest.mark.parametrize(("policy", "too_many"), [
+    ("{min_time: 10s, permit_without_stream: true}", True),
+    ("{min_time: 10ms}", True),  # no calls open, and pings without calls are not permitted
+    ("{min_time: 10ms, permit_without_stream: true}", False),
+])
+async def test_keepalive_enforcement_policy(policy, too_many):
+    port, sink = free_port(), CaptureExporter()
+    extra = f", keepalive: {{enforcement_policy: {policy}}}"
+    async with serving(sink, port, extra), RawClient(port) as client:
+        for n in range(5):
+            if client.goaway is not None:
+                break
+            client.h2.ping(b"%08d" % n)
+            client.flush()
+            await client.read_for(0.05)
+        if too_many:
+            assert client.goaway is not None and client.goaway.error_code == 0xB
+            assert client.goaway.additional_data == b"too_many_pings"
+        else:
+            assert client.goaway is None
+            assert grpc_status(await client.outcome(client.call(grpc_frame(traces(1))))) == 0
 
 
 def test_call_metadata_matches_grpc_aio():

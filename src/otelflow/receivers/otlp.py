@@ -256,7 +256,7 @@ class OTLPReceiver(Component):
     async def _start_grpc(self, cfg: GrpcSettings) -> None:
         routes = {f"/{GRPC_SERVICES[signal]}/Export": self._grpc_route(signal)
                   for signal in self.consumers}
-        if otlp_grpc.supports(cfg):
+        if otlp_grpc.AVAILABLE:
             server = otlp_grpc.GrpcServer(cfg, routes, self.log, self.reuse_port)
             try:
                 await server.start()
@@ -269,7 +269,7 @@ class OTLPReceiver(Component):
 
     async def _start_grpc_aio(self, cfg: GrpcSettings,
                               routes: dict[str, otlp_grpc.Route]) -> tuple[grpc.aio.Server, int]:
-        """grpc.aio's server, for the settings `otlp_grpc` does not cover (keepalive)."""
+        """grpc.aio's server, when `otlp_grpc`'s extension was not built."""
         limit = cfg.max_recv_msg_size_mib * 1024 * 1024
         options = [("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", int(self.reuse_port))]
         if cfg.max_concurrent_streams:

@@ -3,8 +3,7 @@ nghttp2), one asyncio protocol per connection and one task per call.
 
 grpc.aio pays for every call in several hops between the event loop and gRPC's poller thread;
 here a call costs one `feed()` that hands over the complete request and one write that carries
-the answer. The receiver uses this server whenever its settings allow (see `supports`) and
-grpc.aio otherwise.
+the answer. The receiver uses grpc.aio only when the extension was not built (`AVAILABLE`).
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import random
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
@@ -22,6 +23,7 @@ try:
     from otelflow._h2 import ProtocolError, Session
 except ImportError:  # built without nghttp2 (setup.py): the receiver keeps grpc.aio
     Session = None
+AVAILABLE = Session is not None
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -43,12 +45,6 @@ _HEADERS_OK = [(b":status", b"200"), (b"content-type", b"application/grpc"),
                (b"grpc-accept-encoding", ACCEPTED_ENCODINGS)]
 _TRAILERS_OK = [(b"grpc-status", b"0")]
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
-
-
-def supports(cfg) -> bool:
-    """Whether this server covers the receiver's gRPC settings (`GrpcSettings`): everything
-    but keepalive, which stays with grpc.aio."""
-    return Session is not None and cfg.keepalive is None
 
 
 def percent_encoded(message: str) -> bytes:
@@ -92,33 +88,49 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.session = Session(server.max_message, server.max_concurrent_streams or 0)
         self.transport: asyncio.Transport | None = None
+        self.in_flight = 0  # calls being served
+        self.last_read = self.idle_since = time.monotonic()
+        keepalive = server.cfg.keepalive
+        self.keepalive = _Keepalive(self, keepalive) if keepalive is not None else None
         self._flush_scheduled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.connections.add(self)
+        if self.keepalive is not None:
+            self.keepalive.start()
         self.flush()  # the server's SETTINGS
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.transport = None
+        if self.keepalive is not None:
+            self.keepalive.stop()
 
     def data_received(self, data: bytes) -> None:
         try:
             calls = self.session.feed(data)
         except ProtocolError as exc:
             self.server.log.debug("closing a gRPC connection", reason=str(exc))
-            self.flush()
-            if self.transport is not None:
-                self.transport.close()
+            self.close()
             return
+        if self.keepalive is not None:
+            self.last_read = time.monotonic()
+            self.keepalive.pinged(self.session.pings())
         for call in calls:
             self.server.dispatch(self, *call)
         self.flush()
 
+    def call_ended(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.idle_since = time.monotonic()
+
     def answer(self, stream_id: int, reply: Reply) -> None:
         if self.transport is None:
             return
+        if self.keepalive is not None:
+            self.keepalive.strikes = 0  # grpc-go forgives pings once it has sent an answer
         if reply.code is grpc.StatusCode.OK:
             self.session.respond(stream_id, _HEADERS_OK, reply.response, _TRAILERS_OK)
         else:
@@ -137,10 +149,106 @@ class _Connection(asyncio.Protocol):
         if not self.session.open():
             self.transport.close()
 
-    def goaway(self) -> None:
+    def goaway(self, error_code: int = 0, debug: bytes = b"") -> None:
         if self.transport is not None:
-            self.session.goaway()
+            self.session.goaway(error_code, debug)
             self.flush()
+
+    def close(self) -> None:
+        """Write what the session still has (a GOAWAY), then close."""
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+
+ENHANCE_YOUR_CALM = 0xB  # HTTP/2's error code for a client pinging too often
+MAX_PING_STRIKES = 2  # grpc-go's and grpc-core's
+DEFAULT_PING_TIME = 2 * 3600.0  # grpc-go's `time` and `timeout` when unset
+DEFAULT_PING_TIMEOUT = 20.0
+PING_GAP_WITHOUT_CALLS = 2 * 3600.0  # grpc-go: the gap allowed without permit_without_stream
+
+
+class _Keepalive:
+    """grpc-go's server keepalive for one connection (`keepalive.server_parameters` and
+    `enforcement_policy`): GOAWAY after `max_connection_idle` without calls and after
+    `max_connection_age` (+/-10%), closing `max_connection_age_grace` later; a PING after
+    `time` without reads, closing when nothing is read within `timeout`; GOAWAY
+    ENHANCE_YOUR_CALM "too_many_pings" for a client pinging more often than the policy allows
+    more than twice."""
+
+    def __init__(self, connection: _Connection, cfg):
+        self.connection = connection
+        params = cfg.server_parameters
+        self.idle = params.max_connection_idle if params else None
+        self.age = params.max_connection_age if params else None
+        self.grace = params.max_connection_age_grace if params else None
+        self.time = max(1.0, (params.time if params else None) or DEFAULT_PING_TIME)
+        self.timeout = (params.timeout if params else None) or DEFAULT_PING_TIMEOUT
+        self.policy = cfg.enforcement_policy
+        self.strikes = 0
+        self.last_ping = 0.0  # the client's last PING
+        self.pinged_at = 0.0  # the server's last PING
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # one per check
+
+    def start(self) -> None:
+        if self.idle:
+            self._later(self.idle, self._check_idle)
+        if self.age:
+            self._later(self.age * random.uniform(0.9, 1.1), self._expire)
+        self._later(self.time, self._check_reads)
+
+    def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def _later(self, delay: float, callback) -> None:
+        self._timers[callback.__name__] = asyncio.get_running_loop().call_later(delay, callback)
+
+    def _check_idle(self) -> None:
+        connection = self.connection
+        idle_for = time.monotonic() - connection.idle_since
+        if not connection.in_flight and idle_for >= self.idle:
+            connection.goaway()
+        else:
+            self._later(max(self.idle - idle_for, 0.01), self._check_idle)
+
+    def _expire(self) -> None:
+        self.connection.goaway()
+        if self.grace is not None:
+            self._later(self.grace, self.connection.close)
+
+    def _check_reads(self) -> None:
+        quiet_for = time.monotonic() - self.connection.last_read
+        if quiet_for < self.time:
+            self._later(self.time - quiet_for, self._check_reads)
+            return
+        self.connection.session.ping()
+        self.connection.flush()
+        self.pinged_at = time.monotonic()
+        self._later(self.timeout, self._check_answer)
+
+    def _check_answer(self) -> None:
+        if self.connection.last_read < self.pinged_at:
+            self.connection.close()  # nothing read since the PING
+        else:
+            self._check_reads()
+
+    def pinged(self, pings: int) -> None:
+        """Count the client's PINGs against the enforcement policy, as grpc-go does."""
+        if not pings or self.policy is None:
+            return
+        now = time.monotonic()
+        allowed = self.policy.min_time or 0.0
+        if not self.connection.in_flight and not self.policy.permit_without_stream:
+            allowed = PING_GAP_WITHOUT_CALLS
+        for _ in range(pings):
+            if now - self.last_ping < allowed:
+                self.strikes += 1
+            self.last_ping = now
+        if self.strikes > MAX_PING_STRIKES:
+            self.connection.goaway(ENHANCE_YOUR_CALM, b"too_many_pings")
+            self.connection.close()
 
 
 class GrpcServer:
@@ -209,6 +317,7 @@ class GrpcServer:
             message, refusal = self._decompressed(message, encoding)
             if refusal is not None:
                 return connection.answer(stream_id, refusal)
+        connection.in_flight += 1
         task = asyncio.get_running_loop().create_task(
             self._serve(connection, stream_id, route, message, headers))
         self._calls.add(task)
@@ -221,6 +330,8 @@ class GrpcServer:
         except Exception as exc:  # a bug in a route must not leave the call unanswered
             self.log.exception("gRPC call failed")
             reply = Reply(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+        finally:
+            connection.call_ended()
         connection.answer(stream_id, reply)
 
     def _decompressed(self, message: bytes, encoding: str | None) -> tuple[bytes, Reply | None]:
