@@ -1,5 +1,5 @@
-"""`otlp` receiver: OTLP over gRPC (grpc.aio, raw bytes in, no per-request stub objects) and
-over HTTP (aiohttp; the transport lives in `otelflow.receivers.otlp_http`)."""
+"""`otlp` receiver: OTLP over gRPC (raw bytes in, no per-request stub objects; the transport
+lives in `otelflow.receivers.otlp_grpc`) and over HTTP (aiohttp; `otelflow.receivers.otlp_http`)."""
 
 from __future__ import annotations
 
@@ -258,43 +258,12 @@ class OTLPReceiver(Component):
                   for signal in self.consumers}
         if otlp_grpc.AVAILABLE:
             server = otlp_grpc.GrpcServer(cfg, routes, self.log, self.reuse_port)
-            try:
-                await server.start()
-            except OSError as exc:
-                raise OSError(f"cannot listen on {cfg.endpoint} (gRPC): {exc.strerror or exc}") from exc
+            await server.start()
             self._grpc_server, self.grpc_port = server, server.port
         else:
-            self._grpc_server, self.grpc_port = await self._start_grpc_aio(cfg, routes)
+            self._grpc_server, self.grpc_port = await otlp_grpc.start_aio_server(
+                cfg, routes, self.reuse_port)
         self.log.info("OTLP gRPC receiver listening", endpoint=cfg.endpoint, port=self.grpc_port)
-
-    async def _start_grpc_aio(self, cfg: GrpcSettings,
-                              routes: dict[str, otlp_grpc.Route]) -> tuple[grpc.aio.Server, int]:
-        """grpc.aio's server, when `otlp_grpc`'s extension was not built."""
-        limit = cfg.max_recv_msg_size_mib * 1024 * 1024
-        options = [("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", int(self.reuse_port))]
-        if cfg.max_concurrent_streams:
-            options.append(("grpc.max_concurrent_streams", cfg.max_concurrent_streams))
-        if cfg.keepalive is not None:
-            options += cfg.keepalive.channel_options()
-        server = grpc.aio.server(options=options)
-        server.add_generic_rpc_handlers([_AioRoutes(routes)])
-        try:
-            port = self._add_port(server, cfg)
-        except RuntimeError:  # grpc raises instead of returning 0 in recent versions
-            port = 0
-        if not port:
-            raise OSError(f"cannot listen on {cfg.endpoint} (gRPC): address in use or invalid")
-        await server.start()
-        return server, port
-
-    @staticmethod
-    def _add_port(server: grpc.aio.Server, cfg: GrpcSettings) -> int:
-        if cfg.tls is None:
-            return server.add_insecure_port(cfg.address)
-        cert, key, client_ca = cfg.tls.read_files()
-        credentials = grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
-        return server.add_secure_port(cfg.address, credentials)
 
     def _checked(self, signal: Signal, request: bytes) -> Batch | otlp_grpc.Reply:
         """The checked request, or the INVALID_ARGUMENT reply for a malformed one or wrong id
@@ -343,27 +312,6 @@ class OTLPReceiver(Component):
 
 
 _FULL_SUCCESS = otlp_grpc.Reply()  # an empty Export*ServiceResponse
-
-
-class _AioRoutes(grpc.GenericRpcHandler):
-    """The routes as grpc.aio handlers: raw bytes in and out, a failed reply aborts the call."""
-
-    def __init__(self, routes: dict[str, otlp_grpc.Route]):
-        self._handlers = {path: grpc.unary_unary_rpc_method_handler(self._handler(route))
-                          for path, route in routes.items()}
-
-    def service(self, handler_call_details):
-        return self._handlers.get(handler_call_details.method)
-
-    @staticmethod
-    def _handler(route: otlp_grpc.Route):
-        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            reply = await route(request, context.invocation_metadata() or ())
-            if reply.code is not grpc.StatusCode.OK:
-                await context.abort(reply.code, reply.message, trailing_metadata=reply.trailing)
-            return reply.response
-
-        return handle
 
 
 def grpc_metadata(metadata) -> Metadata:

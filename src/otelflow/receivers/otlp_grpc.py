@@ -274,13 +274,18 @@ class GrpcServer:
             context = self.cfg.tls.server_context()
             context.set_alpn_protocols(["h2"])
         factory = lambda: _Connection(self)  # noqa: E731
-        if self.cfg.transport == "unix":
-            self._server = await loop.create_unix_server(factory, self.cfg.endpoint, ssl=context)
-            return
-        host, _, port = self.cfg.endpoint.rpartition(":")
-        self._server = await loop.create_server(
-            factory, host.strip("[]") or None, int(port), ssl=context, reuse_address=True,
-            reuse_port=self.reuse_port or None, backlog=4096)
+        try:
+            if self.cfg.transport == "unix":
+                self._server = await loop.create_unix_server(factory, self.cfg.endpoint,
+                                                             ssl=context)
+                return
+            host, _, port = self.cfg.endpoint.rpartition(":")
+            self._server = await loop.create_server(
+                factory, host.strip("[]") or None, int(port), ssl=context, reuse_address=True,
+                reuse_port=self.reuse_port or None, backlog=4096)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {self.cfg.endpoint} (gRPC): "
+                          f"{exc.strerror or exc}") from exc
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self, grace: float) -> None:
@@ -349,3 +354,57 @@ class GrpcServer:
             return b"", Reply(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"decompressed message larger than max ({self.max_message})")
         return plain, None
+
+
+# -- grpc.aio, when the extension was not built ----------------------------------------------
+
+
+async def start_aio_server(cfg, routes: dict[str, Route],
+                           reuse_port: bool = False) -> tuple[grpc.aio.Server, int]:
+    """grpc.aio's server for the same routes and settings; (server, port)."""
+    limit = cfg.max_recv_msg_size_mib * 1024 * 1024
+    options = [("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", int(reuse_port))]
+    if cfg.max_concurrent_streams:
+        options.append(("grpc.max_concurrent_streams", cfg.max_concurrent_streams))
+    if cfg.keepalive is not None:
+        options += cfg.keepalive.channel_options()
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers([_AioRoutes(routes)])
+    try:
+        port = _add_aio_port(server, cfg)
+    except RuntimeError:  # grpc raises instead of returning 0 in recent versions
+        port = 0
+    if not port:
+        raise OSError(f"cannot listen on {cfg.endpoint} (gRPC): address in use or invalid")
+    await server.start()
+    return server, port
+
+
+def _add_aio_port(server: grpc.aio.Server, cfg) -> int:
+    if cfg.tls is None:
+        return server.add_insecure_port(cfg.address)
+    cert, key, client_ca = cfg.tls.read_files()
+    credentials = grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
+    return server.add_secure_port(cfg.address, credentials)
+
+
+class _AioRoutes(grpc.GenericRpcHandler):
+    """The routes as grpc.aio handlers: raw bytes in and out, a failed reply aborts the call."""
+
+    def __init__(self, routes: dict[str, Route]):
+        self._handlers = {path: grpc.unary_unary_rpc_method_handler(self._handler(route))
+                          for path, route in routes.items()}
+
+    def service(self, handler_call_details):
+        return self._handlers.get(handler_call_details.method)
+
+    @staticmethod
+    def _handler(route: Route):
+        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            reply = await route(request, context.invocation_metadata() or ())
+            if reply.code is not grpc.StatusCode.OK:
+                await context.abort(reply.code, reply.message, trailing_metadata=reply.trailing)
+            return reply.response
+
+        return handle
