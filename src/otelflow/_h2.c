@@ -505,6 +505,14 @@ static PyObject *Session_respond(Session *self, PyObject *args)
     return PyBool_FromLong(rc == 0);
 }
 
+/* None, or ProtocolError naming nghttp2's error when a submission failed. */
+static PyObject *submitted(int rc)
+{
+    if (rc != 0)
+        return PyErr_Format(ProtocolError, "nghttp2: %s", nghttp2_strerror(rc));
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(goaway_doc, "goaway(error_code=0, debug=b'') -> tell the client no new stream "
                          "will be served; the streams already open are still answered.");
 
@@ -519,11 +527,7 @@ static PyObject *Session_goaway(Session *self, PyObject *args)
                                    error_code, debug.buf, (size_t)debug.len);
     if (debug.obj)
         PyBuffer_Release(&debug);
-    if (rc != 0) {
-        PyErr_Format(ProtocolError, "nghttp2: %s", nghttp2_strerror(rc));
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return submitted(rc);
 }
 
 PyDoc_STRVAR(ping_doc, "ping() -> queue a PING for the client to answer.");
@@ -532,12 +536,7 @@ static PyObject *Session_ping(Session *self, PyObject *unused)
 {
     if (!ready(self))
         return NULL;
-    int rc = nghttp2_submit_ping(self->session, NGHTTP2_FLAG_NONE, NULL);
-    if (rc != 0) {
-        PyErr_Format(ProtocolError, "nghttp2: %s", nghttp2_strerror(rc));
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return submitted(nghttp2_submit_ping(self->session, NGHTTP2_FLAG_NONE, NULL));
 }
 
 PyDoc_STRVAR(pings_doc, "pings() -> the PINGs the client sent since the last call.");
