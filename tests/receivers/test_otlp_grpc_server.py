@@ -11,6 +11,7 @@ import gzip
 import struct
 import zlib
 
+import cramjam
 import grpc
 import h2.config
 import h2.connection
@@ -142,6 +143,10 @@ def grpc_frame(message: bytes, compressed: bool = False, declared: int | None = 
         + message
 
 
+def zstd(message: bytes) -> bytes:
+    return grpc_frame(bytes(cramjam.zstd.compress(message)), compressed=True)
+
+
 class RawClient:
     """An HTTP/2 client connection sending whatever a test asks, reading every stream's
     response headers, trailers and resets."""
@@ -237,6 +242,13 @@ async def test_calls_grpc_would_not_send_get_their_status_and_the_connection_liv
                                  headers=[("grpc-encoding", "gzip")]), 0),
             "deflate": (client.call(grpc_frame(zlib.compress(request), compressed=True),
                                     headers=[("grpc-encoding", "deflate")]), 0),
+            "zstd": (client.call(zstd(request), headers=[("grpc-encoding", "zstd")]), 0),
+            "snappy": (client.call(grpc_frame(bytes(cramjam.snappy.compress(request)), True),
+                                   headers=[("grpc-encoding", "snappy")]), 0),
+            "bad zstd": (client.call(grpc_frame(b"not zstd", compressed=True),
+                                     headers=[("grpc-encoding", "zstd")]), 13),
+            "zstd bomb": (client.call(zstd(bytes(5 << 20)), headers=[("grpc-encoding", "zstd")]),
+                          8),
             "plain": (client.call(grpc_frame(request)), 0),
         }
         wrong_type = client.call(grpc_frame(request), content_type="application/json")
@@ -247,7 +259,7 @@ async def test_calls_grpc_would_not_send_get_their_status_and_the_connection_liv
     assert statuses == {name: status for name, (_, status) in cases.items()}
     assert ok["headers"]["content-type"] == "application/grpc"
     assert ok["data"] == grpc_frame(b"")  # an empty Export*ServiceResponse
-    assert sink.items() == 6
+    assert sink.items() == 10
 
 
 async def test_cancelled_and_oversized_header_streams_leave_the_connection_serving():

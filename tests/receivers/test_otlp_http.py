@@ -129,7 +129,7 @@ def status_of(body: bytes, content_type: str) -> status_pb2.Status:
     (JSON, b'{"resourceSpans": 5}', 400, "malformed OTLP/JSON"),
     (JSON, b'{"resourceSpans": [', 400, "invalid JSON"),
     ({**PROTO, "Content-Encoding": "br"}, b"x", 400, "unsupported Content-Encoding"),
-    ({**PROTO, "Content-Encoding": "gzip"}, b"not gzip", 400, "corrupt compressed body"),
+    ({**PROTO, "Content-Encoding": "gzip"}, b"not gzip", 400, "corrupt compressed request body"),
     ({**PROTO, "Content-Encoding": "gzip"}, gzip.compress(b"abc")[:-4], 400, "truncated"),
 ])
 async def test_bad_requests_get_a_status_body(server, headers, body, status, text):

@@ -13,11 +13,12 @@ import base64
 import binascii
 import random
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 import grpc
+
+from otelflow.receivers import decompress
 
 try:
     from otelflow._h2 import ProtocolError, Session
@@ -39,8 +40,8 @@ class Reply(NamedTuple):
 
 Route = Callable[[bytes, Metadata], Awaitable[Reply]]
 
-ACCEPTED_ENCODINGS = b"identity,deflate,gzip"
-_ZLIB_WBITS = {"gzip": 31, "deflate": 15}
+_ENCODINGS = ("gzip", "deflate", "zstd", "snappy")  # what Go's clients send; snappy framed
+ACCEPTED_ENCODINGS = b"identity," + ",".join(_ENCODINGS).encode()
 _HEADERS_OK = [(b":status", b"200"), (b"content-type", b"application/grpc"),
                (b"grpc-accept-encoding", ACCEPTED_ENCODINGS)]
 _TRAILERS_OK = [(b"grpc-status", b"0")]
@@ -340,20 +341,22 @@ class GrpcServer:
         connection.answer(stream_id, reply)
 
     def _decompressed(self, message: bytes, encoding: str | None) -> tuple[bytes, Reply | None]:
-        wbits = _ZLIB_WBITS.get(encoding or "")
-        if wbits is None:
+        """The message decompressed, or the reply refusing it: UNIMPLEMENTED for an encoding
+        not in ACCEPTED_ENCODINGS (as grpc-go), RESOURCE_EXHAUSTED over the limit, INTERNAL
+        when it does not decompress."""
+        inflater = decompress.decoder(encoding, self.max_message, "message",
+                                      "max_recv_msg_size_mib") if encoding in _ENCODINGS else None
+        if inflater is None:
             return b"", Reply(grpc.StatusCode.UNIMPLEMENTED,
                               f"grpc-encoding {encoding!r} is not supported; "
                               f"use one of {ACCEPTED_ENCODINGS.decode()}")
-        inflater = zlib.decompressobj(wbits)
         try:
-            plain = inflater.decompress(message, self.max_message + 1)
-        except zlib.error as exc:
-            return b"", Reply(grpc.StatusCode.INTERNAL, f"cannot decompress the message: {exc}")
-        if len(plain) > self.max_message:
-            return b"", Reply(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"decompressed message larger than max ({self.max_message})")
-        return plain, None
+            inflater.feed(message)
+            return inflater.finish(), None
+        except decompress.TooLarge as exc:
+            return b"", Reply(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except decompress.Corrupt as exc:
+            return b"", Reply(grpc.StatusCode.INTERNAL, str(exc))
 
 
 # -- grpc.aio, when the extension was not built ----------------------------------------------

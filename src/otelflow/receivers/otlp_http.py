@@ -12,12 +12,10 @@ import logging
 import math
 import re
 import ssl
-import zlib
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import cramjam
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
@@ -28,13 +26,13 @@ from otelflow.component import PartiallyRejected, PermanentError, RetryableError
 from otelflow.config.auth import ServerAuthenticator
 from otelflow.otlp_check import InvalidIds, MalformedRequest, checked_batch
 from otelflow.pdata import Batch, Metadata, Signal
+from otelflow.receivers import decompress
 
 if TYPE_CHECKING:
     from otelflow.receivers.otlp import CORSSettings, HttpSettings
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-READ_CHUNK = 64 * 1024
 # what a browser may send without the config listing it (rs/cors defaults plus OTLP's own)
 DEFAULT_CORS_HEADERS = frozenset({"accept", "content-type", "content-encoding", "x-requested-with",
                                   "origin"})
@@ -56,77 +54,6 @@ _RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED,
 
 # -- request bodies: size limits enforced on the decompressed bytes, while inflating ---------
 
-class _Identity:
-    """An uncompressed body: chunks kept as received, joined once."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def _append(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.limit:
-            raise HTTPFailure(413, f"request body larger than max_request_body_size "
-                                   f"({self.limit} bytes) once decompressed")
-        self.parts.append(data)
-
-    def feed(self, chunk: bytes) -> None:
-        self._append(chunk)
-
-    def finish(self) -> bytes:
-        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-
-
-class _Zlib(_Identity):
-    """gzip / deflate, inflated in steps of at most READ_CHUNK bytes: a bomb stops at the limit."""
-
-    def __init__(self, limit: int, wbits: int):
-        super().__init__(limit)
-        self.wbits = wbits
-        self.d = zlib.decompressobj(wbits)
-
-    def feed(self, chunk: bytes) -> None:
-        try:
-            while chunk:
-                self._append(self.d.decompress(chunk, READ_CHUNK))
-                chunk = self.d.unconsumed_tail
-                if self.d.eof and self.d.unused_data:  # a concatenated gzip member follows
-                    chunk, self.d = self.d.unused_data, zlib.decompressobj(self.wbits)
-        except zlib.error as exc:
-            raise HTTPFailure(400, f"corrupt compressed body: {exc}") from None
-
-    def finish(self) -> bytes:
-        if not self.d.eof:
-            raise HTTPFailure(400, "truncated compressed body")
-        return super().finish()
-
-
-class _Zstd(_Identity):
-    """zstd: the compressed bytes are collected (already bounded), then inflated into buffers
-    that grow up to the limit; a frame that needs more is refused without inflating it all."""
-
-    def finish(self) -> bytes:
-        data = super().finish()
-        size = min(self.limit + 1, max(64 * 1024, 8 * len(data)))
-        while True:
-            buffer = bytearray(size)
-            try:
-                n = cramjam.zstd.decompress_into(data, buffer)
-            except cramjam.DecompressionError as exc:
-                if "buffer" not in str(exc):
-                    raise HTTPFailure(400, f"corrupt zstd body: {exc}") from None
-                if size > self.limit:
-                    raise HTTPFailure(413, f"request body larger than max_request_body_size "
-                                           f"({self.limit} bytes) once decompressed") from None
-                size = min(self.limit + 1, size * 4)
-                continue
-            if n > self.limit:
-                raise HTTPFailure(413, "request body larger than max_request_body_size once "
-                                       "decompressed")
-            return bytes(memoryview(buffer)[:n])
-
-
 # Content-Encoding spellings -> the `compression_algorithms` name they are accepted under
 _ENCODING_NAMES = {"": "", "identity": "", "gzip": "gzip", "x-gzip": "gzip", "zlib": "zlib",
                    "deflate": "deflate", "zstd": "zstd"}
@@ -134,20 +61,14 @@ SUPPORTED_ENCODINGS = ("", "gzip", "zstd", "zlib", "deflate")
 
 
 def body_reader(content_encoding: str, limit: int,
-                accepted: Collection[str] = SUPPORTED_ENCODINGS) -> _Identity:
+                accepted: Collection[str] = SUPPORTED_ENCODINGS) -> decompress.Identity:
     """The decoder for a Content-Encoding listed in `accepted` (else 400, as in Go)."""
     encoding = _ENCODING_NAMES.get(content_encoding.strip().lower())
     if encoding is None or encoding not in accepted:
         names = ", ".join(name or "identity" for name in accepted)
         raise HTTPFailure(400, f"unsupported Content-Encoding {content_encoding!r}; "
                                f"accepted: {names}")
-    if encoding == "":
-        return _Identity(limit)
-    if encoding == "gzip":
-        return _Zlib(limit, 16 + zlib.MAX_WBITS)
-    if encoding == "zstd":
-        return _Zstd(limit)
-    return _Zlib(limit, 32 + zlib.MAX_WBITS)  # zlib / deflate: zlib or gzip header, detected
+    return decompress.decoder(encoding, limit, "request body", "max_request_body_size")
 
 
 async def read_body(request: web.Request, limit: int,
@@ -158,12 +79,18 @@ async def read_body(request: web.Request, limit: int,
                                f"max_request_body_size ({limit} bytes)")
     reader = body_reader(request.headers.get("Content-Encoding", ""), limit, accepted)
     received = 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        received += len(chunk)
-        if received > limit:
-            raise HTTPFailure(413, f"request body larger than max_request_body_size ({limit} bytes)")
-        reader.feed(chunk)
-    return reader.finish()
+    try:
+        async for chunk in request.content.iter_chunked(decompress.READ_CHUNK):
+            received += len(chunk)
+            if received > limit:
+                raise HTTPFailure(413, f"request body larger than max_request_body_size "
+                                       f"({limit} bytes)")
+            reader.feed(chunk)
+        return reader.finish()
+    except decompress.TooLarge as exc:
+        raise HTTPFailure(413, str(exc)) from None
+    except decompress.Corrupt as exc:
+        raise HTTPFailure(400, str(exc)) from None
 
 
 # -- codecs ----------------------------------------------------------------------------------
