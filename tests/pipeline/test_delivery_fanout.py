@@ -1,7 +1,8 @@
 """Fan-out isolation: an exporter whose server never answers fills only its own queue.
 
-One collector fans out to two otlp exporters. Load runs at full speed while the second
-backend answers normally, then while it hangs on every request (each attempt waits for the
+One collector fans out to two otlp exporters. Load runs at a steady 300 requests/s (150k
+spans/s, well below what the healthy backend absorbs, so its queue stays near empty) while the
+second backend answers normally, then while it hangs on every request (each attempt waits for the
 exporter's timeout). Meanwhile the hung exporter's queue must be filling while the healthy
 exporter's stays a small fraction of it, and the healthy exporter's delivery rate (best 1 s window
 of each phase) must stay within 20% of its rate with no slow exporter. A blocked fan-out
@@ -35,18 +36,25 @@ SPANS_PER_REQUEST = 500
 
 
 class Load:
-    """Senders pushing pre-serialized requests as fast as the collector takes them."""
+    """Senders pushing pre-serialized requests, each at most `per_second` requests a second
+    (0: as fast as the collector takes them). Paced below what the healthy backend absorbs,
+    its exporter's queue stays near empty unless something holds it up."""
 
-    def __init__(self, port: int, senders: int = 3):
+    def __init__(self, port: int, senders: int = 3, per_second: float = 0):
         self.payload = spans_batch(0, SPANS_PER_REQUEST).to_bytes()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.export = self.channel.unary_unary(f"/{GRPC_SERVICES[Signal.TRACES]}/Export")
         self.refused = 0
+        self.interval = 1 / per_second if per_second else 0.0
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(senders)]
 
     def _run(self) -> None:
+        next_at = time.monotonic()
         while not self._stop.is_set():
+            next_at += self.interval
+            if next_at > time.monotonic():
+                time.sleep(next_at - time.monotonic())
             try:
                 self.export(self.payload, timeout=5)
             except grpc.RpcError:
@@ -93,7 +101,8 @@ def test_a_dead_exporter_does_not_slow_the_other(tmp_path):
             "otlp/healthy": otlp_exporter(healthy.port, sending_queue=queue),
             "otlp/other": otlp_exporter(other.port, sending_queue=queue, timeout="10s"),
         })
-        with CollectorProcess(config, wait_port=port) as collector, Load(port) as load:
+        with CollectorProcess(config, wait_port=port) as collector, \
+                Load(port, per_second=100) as load:
             time.sleep(1.0)  # warm up
             baseline = rate(healthy, PHASE)
             other.mode = "hang"
