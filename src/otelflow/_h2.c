@@ -15,6 +15,8 @@
 
 #define GRPC_PREFIX 5
 #define MAX_HEADER_BYTES (16 * 1024) /* gRPC's default hard limit on request metadata */
+#define FIRST_ALLOCATION (64 * 1024) /* a message's buffer grows from here, not from the
+                                         size its prefix claims */
 
 /* gRPC status codes a request can fail with before any handler sees it */
 #define STATUS_RESOURCE_EXHAUSTED 8
@@ -31,7 +33,8 @@ typedef struct Stream {
     size_t header_bytes;
     unsigned char prefix[GRPC_PREFIX];
     size_t prefix_len;
-    PyObject *message;   /* bytes of the declared length, filled as DATA arrives */
+    PyObject *message;   /* bytes growing toward the declared length as DATA arrives */
+    size_t declared;     /* the message length the prefix declares */
     size_t message_len;  /* bytes of `message` received */
     int status;          /* nonzero: the request failed (a gRPC status), `error` says why */
     const char *error;
@@ -166,7 +169,9 @@ static int start_message(Session *self, Stream *s)
         reject(s, STATUS_RESOURCE_EXHAUSTED, "received message larger than max");
         return 0;
     }
-    s->message = PyBytes_FromStringAndSize(NULL, declared);
+    s->declared = declared;
+    s->message = PyBytes_FromStringAndSize(
+        NULL, declared < FIRST_ALLOCATION ? declared : FIRST_ALLOCATION);
     return s->message == NULL ? fail(self) : 0;
 }
 
@@ -192,10 +197,15 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     }
     if (len == 0)
         return 0;
-    size_t room = (size_t)PyBytes_GET_SIZE(s->message) - s->message_len;
-    if (len > room) {
+    if (len > s->declared - s->message_len) {
         reject(s, STATUS_INTERNAL, "more than one request message for a unary call");
         return 0;
+    }
+    size_t size = (size_t)PyBytes_GET_SIZE(s->message);
+    if (s->message_len + len > size) { /* double, up to the declared length */
+        size_t grown = size * 2 > s->message_len + len ? size * 2 : s->message_len + len;
+        if (_PyBytes_Resize(&s->message, (Py_ssize_t)(grown < s->declared ? grown : s->declared)) < 0)
+            return fail(self);
     }
     memcpy(PyBytes_AS_STRING(s->message) + s->message_len, data, len);
     s->message_len += len;
@@ -212,7 +222,7 @@ static PyObject *or_none(PyObject *value)
 static int deliver(Session *self, Stream *s)
 {
     s->delivered = 1;
-    if (!s->status && (s->message == NULL || s->message_len != (size_t)PyBytes_GET_SIZE(s->message)))
+    if (!s->status && (s->message == NULL || s->message_len != s->declared))
         reject(s, STATUS_INTERNAL, "request message truncated");
     PyObject *request = Py_BuildValue(
         "(iOOOOiOis)", s->id, or_none(s->path), or_none(s->content_type), or_none(s->encoding),
