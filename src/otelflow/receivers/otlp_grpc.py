@@ -90,7 +90,7 @@ class _Connection(asyncio.Protocol):
         self.session = Session(server.max_message, server.max_concurrent_streams or 0)
         self.transport: asyncio.Transport | None = None
         self.in_flight = 0  # calls being served
-        self.last_read = self.idle_since = time.monotonic()
+        self.idle_since = time.monotonic()
         keepalive = server.cfg.keepalive
         self.keepalive = _Keepalive(self, keepalive) if keepalive is not None else None
         self._flush_scheduled = False
@@ -116,8 +116,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         if self.keepalive is not None:
-            self.last_read = time.monotonic()
-            self.keepalive.pinged(self.session.pings())
+            self.keepalive.received(self.session.pings())
         for call in calls:
             self.server.dispatch(self, *call)
         self.flush()
@@ -187,6 +186,7 @@ class _Keepalive:
         self.timeout = (params.timeout if params else None) or DEFAULT_PING_TIMEOUT
         self.policy = cfg.enforcement_policy
         self.strikes = 0
+        self.last_read = time.monotonic()
         self.last_ping = 0.0  # the client's last PING
         self.pinged_at = 0.0  # the server's last PING
         self._timers: dict[str, asyncio.TimerHandle] = {}  # one per check
@@ -220,7 +220,7 @@ class _Keepalive:
             self._later(self.grace, self.connection.close)
 
     def _check_reads(self) -> None:
-        quiet_for = time.monotonic() - self.connection.last_read
+        quiet_for = time.monotonic() - self.last_read
         if quiet_for < self.time:
             self._later(self.time - quiet_for, self._check_reads)
             return
@@ -230,16 +230,17 @@ class _Keepalive:
         self._later(self.timeout, self._check_answer)
 
     def _check_answer(self) -> None:
-        if self.connection.last_read < self.pinged_at:
+        if self.last_read < self.pinged_at:
             self.connection.close()  # nothing read since the PING
         else:
             self._check_reads()
 
-    def pinged(self, pings: int) -> None:
-        """Count the client's PINGs against the enforcement policy, as grpc-go does."""
+    def received(self, pings: int) -> None:
+        """The client sent bytes, `pings` PINGs among them: note the read, and count the PINGs
+        against the enforcement policy as grpc-go does."""
+        now = self.last_read = time.monotonic()
         if not pings or self.policy is None:
             return
-        now = time.monotonic()
         allowed = self.policy.min_time or 0.0
         if not self.connection.in_flight and not self.policy.permit_without_stream:
             allowed = PING_GAP_WITHOUT_CALLS
@@ -300,7 +301,6 @@ class GrpcServer:
             await asyncio.wait(list(self._calls), timeout=grace)
         for call in list(self._calls):
             call.cancel()
-        await asyncio.sleep(0)  # let the last answers' writes be scheduled
         for connection in list(self.connections):
             connection.flush()
             if connection.transport is not None:
